@@ -1,0 +1,172 @@
+"""Flax NNX shells around the pure core; inputs are batch-major sequences ``[B, T, ...]``.
+
+Stateless layers (conv, linear, pooling) run once on the folded ``B*T`` batch through
+:class:`TimeDistributed`; only :class:`LIF` steps through time (with :func:`jsnn.neuron.lif`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jsnn import norm
+from jsnn.neuron import Reset, check_neuron_parameters, lif
+from jsnn.surrogate import Dspike, Surrogate
+
+__all__ = ["LIF", "NeuronConstant", "SurrogateVariable", "TDBatchNorm", "TimeDistributed"]
+
+
+class SurrogateVariable(nnx.Variable):
+    """A layer's surrogate. Its shape parameters are state but not optimizer parameters:
+    methods (Dspike's temperature search, CPNG) read and replace them between epochs."""
+
+
+class NeuronConstant(nnx.Variable):
+    """A fixed neuron constant (decay or threshold), scalar or per neuron."""
+
+
+class LIF(nnx.Module):
+    """A layer of LIF neurons (IF with ``decay=1``, PLIF with ``learn_decay=True``).
+
+    Maps input currents ``[B, T, ...]`` to spikes of the same shape with :func:`jsnn.neuron.lif`.
+    The defaults are the Dspike setting of the authors' code (reference_code.md A.2-A.3): decay
+    0.25, ``v_th = 0.5``, hard reset kept in the graph, ``Dspike(b=1)`` on ``u in [0, 1]``.
+
+    ``layer.surrogate`` is a :class:`SurrogateVariable`: read it with ``get_value()``, replace
+    it with ``set_value(sg)`` (no retracing: its shape parameters are traced data).
+
+    PLIF (Fang et al., ICCV 2021) learns one decay per layer as ``sigmoid(w)``, ``w`` an
+    ``nnx.Param`` initialised so that ``sigmoid(w) = decay``.
+    """
+
+    def __init__(
+        self,
+        *,
+        decay: float | jax.Array = 0.25,
+        v_th: float | jax.Array = 0.5,
+        surrogate: Surrogate | None = None,
+        reset: Reset = "hard",
+        detach_reset: bool = False,
+        learn_decay: bool = False,
+    ):
+        check_neuron_parameters(decay=decay, v_th=v_th, reset=reset)
+        surrogate = Dspike(1.0) if surrogate is None else surrogate
+        if not isinstance(surrogate, Surrogate):
+            raise TypeError(f"surrogate must be a jsnn.surrogate.Surrogate, got {surrogate!r}")
+        decay = jnp.asarray(decay, jnp.float32)
+        if learn_decay:
+            if decay.ndim or decay >= 1:
+                raise ValueError(
+                    f"learn_decay needs one initial decay in (0, 1) (sigmoid(w) < 1), got {decay}"
+                )
+            self.decay_logit = nnx.Param(jnp.log(decay) - jnp.log1p(-decay))
+        else:
+            self.fixed_decay = NeuronConstant(decay)
+        self.v_th = NeuronConstant(jnp.asarray(v_th, jnp.float32))
+        self.surrogate = SurrogateVariable(surrogate)
+        self.reset = reset
+        self.detach_reset = detach_reset
+        self.learn_decay = learn_decay
+
+    @property
+    def decay(self) -> jax.Array:
+        """The membrane decay, learnt (``sigmoid(decay_logit)``) or fixed."""
+        if self.learn_decay:
+            return jax.nn.sigmoid(self.decay_logit[...])
+        return self.fixed_decay[...]
+
+    def __call__(self, currents: jax.Array) -> jax.Array:
+        return lif(
+            currents,
+            decay=self.decay,
+            v_th=self.v_th[...],
+            surrogate=self.surrogate.get_value(),
+            reset=self.reset,
+            time_axis=1,
+            detach_reset=self.detach_reset,
+        )
+
+
+class TDBatchNorm(nnx.Module):
+    """tdBN (Dspike Eq. 4-5): per-channel statistics over time, batch and space, the normalised
+    input scaled by ``alpha * v_th``, then the affine ``gamma``, ``beta``.
+
+    Works on ``[B, T, ..., C]`` or on the folded ``[B*T, ..., C]`` alike (channels last by
+    default). Running statistics follow ``running = momentum * running + (1 - momentum) * batch``
+    (momentum 0.9 is PyTorch's 0.1), with the unbiased batch variance as PyTorch keeps it; eval
+    mode (``use_running_average=True``, set by ``model.eval()``) normalises with them.
+    :meth:`time_folded` builds plain time-folded BN (DSR supplement C.2), ``alpha * v_th = 1``.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        alpha: float = 1.0,
+        v_th: float = 0.5,
+        momentum: float = 0.9,
+        epsilon: float = 1e-5,
+        feature_axis: int = -1,
+        use_running_average: bool = False,
+    ):
+        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
+            raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
+        if not alpha * v_th > 0:
+            raise ValueError(f"alpha * v_th must be > 0, got alpha={alpha!r}, v_th={v_th!r}")
+        self.gamma = nnx.Param(jnp.ones(num_features))
+        self.beta = nnx.Param(jnp.zeros(num_features))
+        self.mean = nnx.BatchStat(jnp.zeros(num_features))
+        self.var = nnx.BatchStat(jnp.ones(num_features))
+        self.scale = alpha * v_th
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.feature_axis = feature_axis
+        self.use_running_average = use_running_average
+
+    @classmethod
+    def time_folded(cls, num_features: int, **kwargs) -> TDBatchNorm:
+        """Plain BatchNorm over the folded ``T*B`` batch (DSR supplement C.2): no ``alpha v_th``."""
+        return cls(num_features, alpha=1.0, v_th=1.0, **kwargs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = self.gamma.shape[0]
+        if x.ndim < 2 or x.shape[self.feature_axis] != features:
+            raise ValueError(
+                f"x must have {features} features on axis {self.feature_axis}, got shape {x.shape}"
+            )
+        if self.use_running_average:
+            mean, var = self.mean[...], self.var[...]
+        else:
+            mean, var = norm.batch_statistics(x, self.feature_axis)
+            count = x.size // features
+            unbiased = var * count / max(count - 1, 1)
+            self.mean[...] = self.momentum * self.mean[...] + (1 - self.momentum) * mean
+            self.var[...] = self.momentum * self.var[...] + (1 - self.momentum) * unbiased
+        return norm.normalize(
+            x,
+            mean,
+            var,
+            gamma=self.gamma[...],
+            beta=self.beta[...],
+            scale=self.scale,
+            epsilon=self.epsilon,
+            feature_axis=self.feature_axis,
+        )
+
+
+class TimeDistributed(nnx.Module):
+    """Runs a stateless layer on every time step at once: ``[B, T, ...]`` is folded to
+    ``[B*T, ...]`` (batch-major, so the reshape keeps a batch sharding), mapped, and unfolded."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if x.ndim < 2:
+            raise ValueError(f"x must be [B, T, ...], got shape {x.shape}")
+        batch, steps = x.shape[:2]
+        y = self.layer(x.reshape(batch * steps, *x.shape[2:]))
+        return y.reshape(batch, steps, *y.shape[1:])
