@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jsnn import norm
@@ -30,8 +31,9 @@ class LIF(nnx.Module):
     """A layer of LIF neurons (IF with ``decay=1``, PLIF with ``learn_decay=True``).
 
     Maps input currents ``[B, T, ...]`` to spikes of the same shape with :func:`jsnn.neuron.lif`.
-    The defaults are the Dspike setting of the authors' code (reference_code.md A.2-A.3): decay
-    0.25, ``v_th = 0.5``, hard reset kept in the graph, ``Dspike(b=1)`` on ``u in [0, 1]``.
+    The defaults are the Dspike setting (the paper's Eq. 1-2 and 12 with the constants of the
+    authors' public code): decay 0.25, ``v_th = 0.5``, hard reset kept in the graph,
+    ``Dspike(b=1)`` on ``u in [0, 1]``.
 
     ``layer.surrogate`` is a :class:`SurrogateVariable`: read it with ``get_value()``, replace
     it with ``set_value(sg)`` (no retracing: its shape parameters are traced data).
@@ -110,12 +112,17 @@ class TDBatchNorm(nnx.Module):
         feature_axis: int = -1,
         use_running_average: bool = False,
     ):
-        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
+        if (
+            isinstance(num_features, bool)
+            or not isinstance(num_features, int | np.integer)
+            or num_features < 1
+        ):
             raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
         if not alpha * v_th > 0:
             raise ValueError(f"alpha * v_th must be > 0, got alpha={alpha!r}, v_th={v_th!r}")
+        num_features = int(num_features)
         self.gamma = nnx.Param(jnp.ones(num_features))
         self.beta = nnx.Param(jnp.zeros(num_features))
         self.mean = nnx.BatchStat(jnp.zeros(num_features))
@@ -133,6 +140,10 @@ class TDBatchNorm(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         features = self.gamma.shape[0]
+        if not -x.ndim <= self.feature_axis < x.ndim:
+            raise ValueError(
+                f"feature_axis={self.feature_axis} does not exist for x of shape {x.shape}"
+            )
         if x.ndim < 2 or x.shape[self.feature_axis] != features:
             raise ValueError(
                 f"x must have {features} features on axis {self.feature_axis}, got shape {x.shape}"

@@ -75,12 +75,14 @@ def lif(
     step_shape = steps.shape[1:]
     for name, value in (("decay", decay), ("v_th", v_th)):
         try:
-            np.broadcast_shapes(np.shape(value), step_shape)
+            fits = np.broadcast_shapes(np.shape(value), step_shape) == step_shape
         except ValueError:
+            fits = False
+        if not fits:
             raise ValueError(
-                f"{name} of shape {np.shape(value)} does not broadcast against one time step "
-                f"of currents, shape {step_shape}"
-            ) from None
+                f"{name} of shape {np.shape(value)} must broadcast to one time step of "
+                f"currents, shape {step_shape}"
+            )
     dtype = currents.dtype
     decay = jnp.asarray(decay, dtype)
     v_th = jnp.asarray(v_th, dtype)

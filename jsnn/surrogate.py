@@ -161,7 +161,8 @@ class Sigmoid(Surrogate):
         self.alpha = _shape_parameter("Sigmoid", "alpha", alpha)
 
     def derivative(self, x):
-        s = jax.nn.sigmoid(self.alpha * x)
+        # The derivative is even; the small side of the sigmoid keeps float32 tails precise.
+        s = jax.nn.sigmoid(-self.alpha * jnp.abs(x))
         return self.alpha * s * (1.0 - s)
 
 
