@@ -35,6 +35,9 @@ class LIF(nnx.Module):
     authors' public code): decay 0.25, ``v_th = 0.5``, hard reset kept in the graph,
     ``Dspike(b=1)`` on ``u in [0, 1]``.
 
+    With ``record_firing_rate`` set, each call sows the mean spike rate as an
+    ``nnx.Intermediate`` named ``firing_rate``, for ``nnx.capture`` (the trainer's evaluation).
+
     ``layer.surrogate`` is a :class:`SurrogateVariable`: read it with ``get_value()``, replace
     it with ``set_value(sg)`` (no retracing: its shape parameters are traced data).
 
@@ -70,6 +73,7 @@ class LIF(nnx.Module):
         self.reset = reset
         self.detach_reset = detach_reset
         self.learn_decay = learn_decay
+        self.record_firing_rate = False
 
     @property
     def decay(self) -> jax.Array:
@@ -79,7 +83,7 @@ class LIF(nnx.Module):
         return self.fixed_decay[...]
 
     def __call__(self, currents: jax.Array) -> jax.Array:
-        return lif(
+        spikes = lif(
             currents,
             decay=self.decay,
             v_th=self.v_th[...],
@@ -88,6 +92,9 @@ class LIF(nnx.Module):
             time_axis=1,
             detach_reset=self.detach_reset,
         )
+        if self.record_firing_rate:
+            self.sow(nnx.Intermediate, "firing_rate", jnp.mean(spikes))
+        return spikes
 
 
 class TDBatchNorm(nnx.Module):
@@ -154,8 +161,11 @@ class TDBatchNorm(nnx.Module):
             mean, var = norm.batch_statistics(x, self.feature_axis)
             count = x.size // features
             unbiased = var * count / max(count - 1, 1)
-            self.mean[...] = self.momentum * self.mean[...] + (1 - self.momentum) * mean
-            self.var[...] = self.momentum * self.var[...] + (1 - self.momentum) * unbiased
+            # Running statistics keep their dtype whatever the compute dtype of x.
+            new_mean = self.momentum * self.mean[...] + (1 - self.momentum) * mean
+            new_var = self.momentum * self.var[...] + (1 - self.momentum) * unbiased
+            self.mean[...] = new_mean.astype(self.mean.dtype)
+            self.var[...] = new_var.astype(self.var.dtype)
         return norm.normalize(
             x,
             mean,

@@ -92,8 +92,12 @@ class Surrogate(abc.ABC):
 
 @jax.custom_vjp
 def spike(x: jax.Array, surrogate: Surrogate) -> jax.Array:
-    """Heaviside step H(x) (1 iff x > 0, Dspike Eq. 2) with ``surrogate.derivative`` as gradient."""
-    return (x > 0).astype(x.dtype)
+    """Heaviside step H(x) (1 iff x > 0, Dspike Eq. 2) with ``surrogate.derivative`` as gradient.
+
+    NaN stays NaN: ``NaN > 0`` is false, and a diverged network would otherwise stop spiking
+    and give finite, wrong outputs instead of a NaN loss.
+    """
+    return jnp.where(jnp.isnan(x), x, (x > 0).astype(x.dtype))
 
 
 def _spike_fwd(x, surrogate):

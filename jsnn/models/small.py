@@ -1,0 +1,159 @@
+"""Plain convolutional spiking networks: CIFARNet and the small nets for 8x8 digits and MNIST.
+
+Each is a stack of conv-BN-SN units and 2x2 average poolings, a flatten (so the input size is
+fixed, ``input_size``), fully connected hidden layers FC -> SN (no norm, as in the published
+layouts) and a last FC whose per-step output is the model output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Unpack
+
+import jax
+from flax import nnx
+
+from jsnn.models.common import Classifier, ConvUnit, Neurons, SpikingOptions, avg_pool
+
+__all__ = ["ConvNet", "ConvSpec", "cifarnet", "digits_net", "mnist_net"]
+
+# (output channels, kernel size, padding) of a conv unit, or "P" for a 2x2 average pooling.
+ConvSpec = tuple[int, int, int] | Literal["P"]
+
+
+class ConvNet(Classifier):
+    """conv-BN-SN units and poolings as ``layout`` lists them, flatten, FC -> SN for each width
+    in ``hidden``, FC(classes). ``input_size`` fixes the flattened width."""
+
+    def __init__(
+        self,
+        *,
+        layout: Sequence[ConvSpec],
+        hidden: Sequence[int],
+        input_size: Sequence[int],
+        num_classes: int,
+        in_channels: int,
+        rngs: nnx.Rngs,
+        **options: Unpack[SpikingOptions],
+    ):
+        neuron, norm = self._configure(
+            num_classes=num_classes,
+            in_channels=in_channels,
+            options=options,
+            input_size=input_size,
+        )
+        self.layout = tuple(layout)
+        height, width = self.input_size
+        channels = in_channels
+        units = []
+        for entry in self.layout:
+            if entry == "P":
+                height, width = height // 2, width // 2
+            else:
+                out, kernel, padding = entry
+                units.append(
+                    ConvUnit(
+                        channels, out, kernel, padding=padding, neuron=neuron, norm=norm, rngs=rngs
+                    )
+                )
+                height, width = height + 2 * padding - kernel + 1, width + 2 * padding - kernel + 1
+                channels = out
+            if height < 1 or width < 1:
+                raise ValueError(
+                    f"input_size {self.input_size} is too small for the layout {self.layout}"
+                )
+        self.units = nnx.List(units)
+        features = height * width * channels
+        layers, acts = [], []
+        for size in hidden:
+            layers.append(nnx.Linear(features, size, rngs=rngs))
+            acts.append(Neurons(neuron))
+            features = size
+        self.hidden = nnx.List(layers)
+        self.hidden_acts = nnx.List(acts)
+        self.fc = nnx.Linear(features, num_classes, rngs=rngs)
+
+    def features(self, x: jax.Array, steps: int) -> jax.Array:
+        units = iter(self.units)
+        for entry in self.layout:
+            x = avg_pool(x, 2) if entry == "P" else next(units)(x, steps)
+        return x
+
+    def classify(self, x: jax.Array, steps: int) -> jax.Array:
+        x = x.reshape(x.shape[0], -1)
+        for layer, act in zip(self.hidden, self.hidden_acts, strict=True):
+            x = act(layer(x), steps)
+        return self.fc(x)
+
+
+def cifarnet(
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    input_size: Sequence[int] = (32, 32),
+    rngs: nnx.Rngs,
+    **options: Unpack[SpikingOptions],
+) -> ConvNet:
+    """CIFARNet of Wu et al., "Direct training for spiking neural networks: faster, larger,
+    better" (AAAI 2019): 128C3-256C3-P2-512C3-P2-1024C3-512C3-FC1024-FC512-FC(classes), with
+    tdBN and LIF neurons where the paper had NeuNorm, and average pooling."""
+    return ConvNet(
+        layout=(
+            (128, 3, 1),
+            (256, 3, 1),
+            "P",
+            (512, 3, 1),
+            "P",
+            (1024, 3, 1),
+            (512, 3, 1),
+        ),
+        hidden=(1024, 512),
+        input_size=input_size,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        rngs=rngs,
+        **options,
+    )
+
+
+def digits_net(
+    *,
+    num_classes: int = 10,
+    in_channels: int = 1,
+    input_size: Sequence[int] = (8, 8),
+    rngs: nnx.Rngs,
+    **options: Unpack[SpikingOptions],
+) -> ConvNet:
+    """The quickstart's net for scikit-learn's 8x8 digits (``experiments/quickstart.py``):
+    conv3x3(32)-BN-SN, conv3x3(64)-BN-SN, P2, FC(classes)."""
+    return ConvNet(
+        layout=((32, 3, 1), (64, 3, 1), "P"),
+        hidden=(),
+        input_size=input_size,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        rngs=rngs,
+        **options,
+    )
+
+
+def mnist_net(
+    *,
+    num_classes: int = 10,
+    in_channels: int = 1,
+    input_size: Sequence[int] = (28, 28),
+    rngs: nnx.Rngs,
+    **options: Unpack[SpikingOptions],
+) -> ConvNet:
+    """The MNIST net of the event-driven learning paper (Zhu et al., NeurIPS 2022; its
+    ``MNIST.yaml``, reference_code.md B.10): 15C5-P2-40C5-P2-FC300-FC(classes), unpadded
+    convolutions, here with BN and LIF neurons."""
+    return ConvNet(
+        layout=((15, 5, 0), "P", (40, 5, 0), "P"),
+        hidden=(300,),
+        input_size=input_size,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        rngs=rngs,
+        **options,
+    )

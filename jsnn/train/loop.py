@@ -1,0 +1,187 @@
+"""The training loop: one code path for one CPU, one GPU, many devices and many hosts."""
+
+from __future__ import annotations
+
+import functools
+import math
+import pathlib
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from flax import nnx
+
+from jsnn.train.checkpoint import Checkpointer
+from jsnn.train.config import Config
+from jsnn.train.mesh import data_mesh, replicate, shard_batch
+from jsnn.train.metrics import MetricWriter
+from jsnn.train.optim import optimizer
+from jsnn.train.step import TrainState, eval_step, train_step
+
+__all__ = ["Hook", "TrainingDiverged", "evaluate", "fit"]
+
+# A hook acts between epochs: it gets the state and the epoch, returns the (new) state and the
+# scalars it wants recorded. Methods (Dspike's temperature search, CPNG) are hooks.
+Hook = Callable[[TrainState, int], tuple[TrainState, dict[str, float]]]
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite; the last checkpoint holds the last good state."""
+
+
+def evaluate(state: TrainState, batches, mesh: jax.sharding.Mesh, step_fn) -> dict[str, float]:
+    """Test loss, accuracy and per-layer firing rates over all ``batches`` (with ``mask``)."""
+    totals: dict = {}
+    rates: dict[str, list[float]] = {}
+    for local_batch in batches:
+        result = jax.device_get(step_fn(state, shard_batch(local_batch, mesh)))
+        for name in ("loss_sum", "correct", "count"):
+            totals[name] = totals.get(name, 0.0) + float(result[name])
+        for layer, rate in result["firing_rates"].items():
+            rates.setdefault(layer, []).append(float(rate))
+    metrics = {
+        "loss": totals["loss_sum"] / totals["count"],
+        "accuracy": totals["correct"] / totals["count"],
+    }
+    metrics.update({f"firing_rate/{layer}": float(np.mean(r)) for layer, r in rates.items()})
+    return metrics
+
+
+def _check_finite(losses: list[float], step: int, checkpointer: Checkpointer) -> None:
+    if all(math.isfinite(loss) for loss in losses):
+        return
+    raise TrainingDiverged(
+        f"the training loss became {losses[-1]} by step {step}; stopping. The last good "
+        f"checkpoint is step {checkpointer.latest_step()} (lower lr or set grad_clip)"
+    )
+
+
+def fit(
+    config: Config,
+    model: nnx.Module,
+    dataset,
+    *,
+    epoch_start: Sequence[Hook] = (),
+    epoch_end: Sequence[Hook] = (),
+    devices: list | None = None,
+) -> dict[str, float]:
+    """Trains ``model`` (in place) on ``dataset`` as ``config`` says; returns the final test
+    metrics.
+
+    The workdir holds ``config.json``, ``metrics.jsonl``, TensorBoard logs and the checkpoints;
+    a run started again with the same workdir resumes from its latest checkpoint (saved every
+    ``checkpoint_every`` steps and at each epoch end) with no lost epochs. The global batch is
+    sharded over ``devices`` (default: all devices of all processes); every process runs this
+    same function on its own part of the data.
+    """
+    workdir = pathlib.Path(config.workdir)
+    lead = jax.process_index() == 0
+    if lead:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(config.to_json())
+    mesh = data_mesh(devices)
+    if config.batch_size % mesh.size:
+        raise ValueError(
+            f"batch_size {config.batch_size} must be divisible by the number of devices, "
+            f"{mesh.size}"
+        )
+    steps_per_epoch = dataset.num_train // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"batch_size {config.batch_size} is larger than the training set ({dataset.num_train})"
+        )
+    total_steps = config.epochs * steps_per_epoch
+    tx = optimizer(config, steps_per_epoch)
+    state = replicate(TrainState.create(model, tx), mesh)
+    checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
+    writer = MetricWriter(workdir, enabled=lead, tensorboard=config.tensorboard)
+    restored = checkpointer.restore(state)
+    if restored is not None:
+        state, _ = restored
+        writer.drop_after(int(state.step))
+        if lead:
+            print(f"resuming {workdir} from step {int(state.step)}")
+
+    step_fn = jax.jit(functools.partial(train_step, tx=tx, loss=config.loss), donate_argnums=0)
+    eval_fn = jax.jit(eval_step)
+    shard = {"process_index": jax.process_index(), "process_count": jax.process_count()}
+    train_data = dataset.train(batch_size=config.batch_size, seed=config.seed, **shard)
+    test_data = dataset.test(batch_size=config.batch_size, **shard)
+    test_metrics: dict[str, float] = {}
+
+    def run_eval(state):
+        return evaluate(state, (_cast(batch, config) for batch in test_data), mesh, eval_fn)
+
+    try:
+        for epoch in range(int(state.step) // steps_per_epoch, config.epochs):
+            first, last = epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch
+            if int(state.step) == first:  # a resumed epoch already ran its start hooks
+                state = _run_hooks(epoch_start, state, epoch, writer, "epoch_start")
+            bar = tqdm.tqdm(
+                total=steps_per_epoch,
+                initial=int(state.step) - first,
+                desc=f"epoch {epoch + 1}/{config.epochs}",
+                disable=not (lead and config.progress),
+                dynamic_ncols=True,
+            )
+            pending: list[dict] = []
+            clock = time.perf_counter()
+            for step in range(int(state.step), last):
+                batch = shard_batch(_cast(train_data[step], config), mesh)
+                state, metrics = step_fn(state, batch)
+                pending.append(metrics)
+                done = step + 1
+                save = done % config.checkpoint_every == 0 and done < total_steps
+                if save or done % config.log_every == 0 or done == last:
+                    # Only a state whose losses were all finite is ever saved.
+                    fetched = jax.device_get(pending)
+                    _check_finite([float(m["loss"]) for m in fetched], done, checkpointer)
+                    scalars = {
+                        "loss": float(np.mean([m["loss"] for m in fetched])),
+                        "accuracy": float(np.mean([m["accuracy"] for m in fetched])),
+                        "samples_per_second": len(fetched)
+                        * config.batch_size
+                        / (time.perf_counter() - clock),
+                    }
+                    writer.write("train", done, scalars)
+                    bar.set_postfix(
+                        loss=f"{scalars['loss']:.4f}",
+                        acc=f"{scalars['accuracy']:.3f}",
+                        samples_s=f"{scalars['samples_per_second']:,.0f}",
+                    )
+                    bar.update(len(fetched))
+                    pending, clock = [], time.perf_counter()
+                if save:
+                    checkpointer.save(state, {"epoch": epoch})
+            bar.close()
+            test_metrics = run_eval(state)
+            writer.write("eval", int(state.step), test_metrics)
+            state = _run_hooks(epoch_end, state, epoch, writer, "epoch_end")
+            checkpointer.save(state, {"epoch": epoch + 1, "test": test_metrics})
+            if lead:
+                print(
+                    f"epoch {epoch + 1}/{config.epochs}: test loss {test_metrics['loss']:.4f}, "
+                    f"test accuracy {test_metrics['accuracy']:.4f}"
+                )
+        if not test_metrics:  # the run had already finished: report its final evaluation
+            test_metrics = run_eval(state)
+    finally:  # checkpoints being written are completed, whatever stopped the run
+        checkpointer.close()
+        writer.close()
+    nnx.update(model, state.params, state.rest)
+    return test_metrics
+
+
+def _cast(batch: dict, config: Config) -> dict:
+    return {**batch, "image": np.asarray(batch["image"]).astype(jnp.dtype(config.compute_dtype))}
+
+
+def _run_hooks(hooks, state, epoch, writer, kind) -> TrainState:
+    for hook in hooks:
+        state, scalars = hook(state, epoch)
+        if scalars:
+            writer.write(kind, int(state.step), scalars)
+    return state

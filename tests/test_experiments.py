@@ -1,0 +1,18 @@
+"""The CIFAR entry point runs Dspike's recipe end to end (on tfds mock data, at toy size)."""
+
+import tensorflow_datasets as tfds
+
+from experiments import cifar
+
+
+def test_cifar_recipe_trains_the_modified_resnet18_on_mock_cifar(tmp_path, capsys):
+    flags = ["--T", "2", "--epochs", "1", "--batch-size", "4", "--progress", "false"]
+    with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
+        metrics = cifar.main([*flags, "--workdir", str(tmp_path)])
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    # 3 stem LIF layers + 2 in each of the 8 basic blocks.
+    assert len([name for name in metrics if name.startswith("firing_rate/")]) == 19
+    config = (tmp_path / "config.json").read_text()
+    for setting in ('"model": "resnet18_modified"', '"lr": 0.01', '"cutout": 16', '"steps": 2'):
+        assert setting in config
+    assert "final test accuracy" in capsys.readouterr().out
