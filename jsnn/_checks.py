@@ -9,10 +9,11 @@ import numpy as np
 
 def concrete(value) -> np.ndarray | None:
     """The value as a NumPy array, or None when it is traced (known only at run time)."""
-    try:
-        return np.asarray(value)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    # Checked first: a failed conversion makes JAX describe the whole trace so far, which is
+    # slow in deep models.
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value)):
         return None
+    return np.asarray(value)
 
 
 def floating_array(name: str, value) -> jax.Array:

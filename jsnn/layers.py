@@ -59,7 +59,7 @@ class LIF(nnx.Module):
         surrogate = Dspike(1.0) if surrogate is None else surrogate
         if not isinstance(surrogate, Surrogate):
             raise TypeError(f"surrogate must be a jsnn.surrogate.Surrogate, got {surrogate!r}")
-        decay = jnp.asarray(decay, jnp.float32)
+        decay = jnp.array(decay, jnp.float32)
         if learn_decay:
             if decay.ndim or decay >= 1:
                 raise ValueError(
@@ -68,8 +68,10 @@ class LIF(nnx.Module):
             self.decay_logit = nnx.Param(jnp.log(decay) - jnp.log1p(-decay))
         else:
             self.fixed_decay = NeuronConstant(decay)
-        self.v_th = NeuronConstant(jnp.asarray(v_th, jnp.float32))
-        self.surrogate = SurrogateVariable(surrogate)
+        self.v_th = NeuronConstant(jnp.array(v_th, jnp.float32))
+        # Own copies: layers built from one factory must not share arrays (CPNG sets each
+        # layer's surrogate on its own; a train step donates its state, one buffer per leaf).
+        self.surrogate = SurrogateVariable(jax.tree.map(jnp.array, surrogate))
         self.reset = reset
         self.detach_reset = detach_reset
         self.learn_decay = learn_decay
@@ -164,8 +166,8 @@ class TDBatchNorm(nnx.Module):
             # Running statistics keep their dtype whatever the compute dtype of x.
             new_mean = self.momentum * self.mean[...] + (1 - self.momentum) * mean
             new_var = self.momentum * self.var[...] + (1 - self.momentum) * unbiased
-            self.mean[...] = new_mean.astype(self.mean.dtype)
-            self.var[...] = new_var.astype(self.var.dtype)
+            self.mean.set_value(new_mean.astype(self.mean.dtype))
+            self.var.set_value(new_var.astype(self.var.dtype))
         return norm.normalize(
             x,
             mean,

@@ -7,6 +7,7 @@ import re
 import grain
 import numpy as np
 import pytest
+from data_checks import assert_shards_match
 
 import jsnn.data
 from jsnn.data import Dataset
@@ -24,20 +25,6 @@ def _plain(record):
 def _toy(num_train=23, num_test=10):
     """Records are example ids, so batches show which examples they hold."""
     return Dataset("toy", 23, (2,), list(range(num_train)), list(range(num_test)), _noisy, _plain)
-
-
-def _assert_shards_match(dataset, batch_size, seed, steps):
-    for count in (2, 4):
-        for step in steps:
-            whole = dataset.train(batch_size=batch_size, seed=seed)[step]
-            parts = [
-                dataset.train(
-                    batch_size=batch_size, seed=seed, process_index=h, process_count=count
-                )[step]
-                for h in range(count)
-            ]
-            for key in whole:
-                np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
 
 
 def test_digits_split_is_fixed_stratified_and_matches_load_digits():
@@ -108,8 +95,8 @@ def test_pipelines_pickle_for_grain_worker_processes():
 
 
 def test_union_of_process_shards_is_the_single_process_batch():
-    _assert_shards_match(_toy(num_train=40), batch_size=8, seed=3, steps=(0, 1, 4, 5, 9, 123))
-    _assert_shards_match(jsnn.data.get("digits"), batch_size=64, seed=0, steps=(0, 22, 23))
+    assert_shards_match(_toy(num_train=40), batch_size=8, seed=3, steps=(0, 1, 4, 5, 9, 123))
+    assert_shards_match(jsnn.data.get("digits"), batch_size=64, seed=0, steps=(0, 22, 23))
 
 
 def test_test_batches_cover_every_example_once_with_padding_masked():

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import tonic
+from data_checks import assert_shards_match
 
 import jsnn.data
 from jsnn.data.events import EventFrames, events_to_frames, resize_frames
@@ -46,20 +47,6 @@ class Recordings(list):
     def __getitem__(self, index):
         self.reads += 1
         return super().__getitem__(index)
-
-
-def _assert_shards_match(dataset, batch_size, seed, steps):
-    for count in (2, 4):
-        for step in steps:
-            whole = dataset.train(batch_size=batch_size, seed=seed)[step]
-            parts = [
-                dataset.train(
-                    batch_size=batch_size, seed=seed, process_index=h, process_count=count
-                )[step]
-                for h in range(count)
-            ]
-            for key in whole:
-                np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +91,7 @@ def test_cifar10_dvs_frames_are_resized_counts_with_flip_and_roll(cifar10_dvs_so
     assert flips_seen == {False, True} and min(shifts_seen) == -5 and max(shifts_seen) == 5
     batch = dataset.train(batch_size=8, seed=1)[0]
     assert batch["image"].shape == (8, 5, 48, 48, 2) and batch["label"].dtype == np.int32
-    _assert_shards_match(dataset, batch_size=8, seed=1, steps=(0, 112, 113))
+    assert_shards_match(dataset, batch_size=8, seed=1, steps=(0, 112, 113))
     test = dataset.test(batch_size=32)
     assert len(test) == 4 and test[3]["mask"].sum() == 100 - 96
 
@@ -252,6 +239,6 @@ def test_digits_events_set_delivers_nonzero_deterministic_frames():
     np.testing.assert_array_equal(
         batch["image"], jsnn.data.get("digits_events").train(batch_size=16, seed=0)[0]["image"]
     )
-    _assert_shards_match(dataset, batch_size=8, seed=0, steps=(0, 179))
+    assert_shards_match(dataset, batch_size=8, seed=0, steps=(0, 179))
     last = dataset.test(batch_size=64)[5]
     assert last["image"].shape == (64, 6, 12, 12, 2) and last["mask"].sum() == 360 - 320

@@ -6,6 +6,7 @@ import socket
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from data_checks import assert_shards_match
 
 import jsnn.data
 from jsnn.data import augment
@@ -23,20 +24,6 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
-
-
-def _assert_shards_match(dataset, batch_size, seed, steps):
-    for count in (2, 4):
-        for step in steps:
-            whole = dataset.train(batch_size=batch_size, seed=seed)[step]
-            parts = [
-                dataset.train(
-                    batch_size=batch_size, seed=seed, process_index=h, process_count=count
-                )[step]
-                for h in range(count)
-            ]
-            for key in whole:
-                np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "mnist", "fashion_mnist", "imagenet"])
@@ -81,7 +68,7 @@ def test_mocked_tfds_pipelines_deliver_scaled_float_images(name, no_network):
 def test_cifar_training_augmentation_is_the_same_for_every_process_layout(no_network):
     with tfds.testing.mock_data(**MOCK):
         dataset = jsnn.data.get("cifar10", autoaugment=True, cutout=True)
-        _assert_shards_match(dataset, batch_size=8, seed=5, steps=(0, 1, 2, 3))
+        assert_shards_match(dataset, batch_size=8, seed=5, steps=(0, 1, 2, 3))
         plain = jsnn.data.get("cifar10", augment=False)
         a, b = dataset.train(batch_size=8, seed=5), plain.train(batch_size=8, seed=5)
         np.testing.assert_array_equal(a[0]["label"], b[0]["label"])  # same order

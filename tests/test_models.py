@@ -259,7 +259,7 @@ def test_resnet_depth_counts_weight_layers(name, depth):
 
 
 def test_modified_resnet18_layout():
-    """reference_code.md A.6: 3 stem convs + 16 block convs + 1 FC, three 1x1 avg-down
+    """Dspike authors' layout: 3 stem convs + 16 block convs + 1 FC, three 1x1 avg-down
     shortcut convs, a 2x2 map on 32x32 inputs."""
     model = _spiking("resnet18_modified")
     convs = _layers(model, nnx.Conv)
@@ -322,7 +322,7 @@ def test_vgg_layouts():
 
 
 def test_conv_init_is_kaiming_normal_fan_out():
-    """A.6: conv weights ~ N(0, 2 / (k^2 C_out))."""
+    """The Dspike authors' init: conv weights ~ N(0, 2 / (k^2 C_out))."""
     kernel = np.asarray(_spiking("resnet18_modified").stages[3][1].unit1.conv.kernel[...])
     assert kernel.shape == (3, 3, 512, 512)
     np.testing.assert_allclose(kernel.std(), np.sqrt(2 / (9 * 512)), rtol=0.01)
@@ -357,7 +357,7 @@ def test_spiking_block_outputs_spikes_and_sew_block_adds_them():
 
 
 def test_avg_down_shortcut_pools_partial_windows_like_ceil_mode():
-    """AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False) before the 1x1 conv (A.6)."""
+    """AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False) before the 1x1 conv (avg-down)."""
     shortcut = models.Shortcut(1, 1, 2, "avg_down", norm=lambda c: lambda x: x, rngs=_rngs(0))
     shortcut.conv.kernel[...] = jnp.ones((1, 1, 1, 1))
     x = jnp.arange(25.0).reshape(1, 5, 5, 1)
@@ -502,7 +502,9 @@ def test_neuron_factory_kinds():
 
 def test_init_from_ann_rejects_mismatches_and_keeps_plif_decay():
     twin = models.ann_twin("digits_net", num_classes=CLASSES, rngs=_rngs(1))
-    with pytest.raises(ValueError, match=r"fc.kernel: snn \(512, 4\) vs ann \(512, 3\)"):
+    features = twin.fc.kernel.shape[0]
+    mismatch = rf"fc\.kernel: snn \({features}, 4\) vs ann \({features}, {CLASSES}\)"
+    with pytest.raises(ValueError, match=mismatch):
         models.init_from_ann(models.digits_net(num_classes=4, rngs=_rngs(0)), twin)
     other = models.ann_twin("mnist_net", num_classes=CLASSES, rngs=_rngs(1))
     with pytest.raises(ValueError, match=r"hidden\.0\.kernel only in ann"):

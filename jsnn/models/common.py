@@ -28,14 +28,15 @@ slot, time-folded BN (scale 1) unless ``norm`` is given, input ``[B, H, W, C]``,
 decays aside), so :func:`init_from_ann` initialises a spiking model from a trained twin.
 
 **Initialisation.** Convolutions draw from N(0, 2 / (k^2 C_out)) (Kaiming normal, fan-out),
-as in the Dspike authors' modified ResNet (reference_code.md A.6), in DSR's PreAct-ResNet and
-VGG (C.5) and in the torchvision layouts that SEW-ResNet and SpikingJelly's spiking VGG adapt;
+as in the Dspike authors' modified ResNet (their public code), in DSR's PreAct-ResNet and
+VGG and in the torchvision layouts that SEW-ResNet and SpikingJelly's spiking VGG adapt;
 conv biases start at 0. Linear layers keep Flax's defaults (LeCun normal, zero bias); norms
 start at gamma 1, beta 0.
 """
 
 from __future__ import annotations
 
+import abc
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict
@@ -234,7 +235,7 @@ def _positive_int(name: str, value) -> int:
     return int(value)
 
 
-class Classifier(nnx.Module):
+class Classifier(nnx.Module, abc.ABC):
     """Base of the zoo's models: input checks, direct encoding, folding and unfolding.
 
     A subclass builds its layers (after calling :meth:`_configure`) and implements
@@ -291,13 +292,13 @@ class Classifier(nnx.Module):
             raise TypeError(f"neuron must be a zero-argument factory, got {neuron!r}")
         return neuron, TDBatchNorm if norm is None else norm
 
+    @abc.abstractmethod
     def features(self, x: jax.Array, steps: int) -> jax.Array:
         """The last feature map of the folded input (before pooling and the classifier)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement features")
 
+    @abc.abstractmethod
     def classify(self, x: jax.Array, steps: int) -> jax.Array:
         """The per-step class scores ``[B*T, classes]`` of the last feature map."""
-        raise NotImplementedError(f"{type(self).__name__} must implement classify")
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``[B, T, classes]`` (spiking) or ``[B, classes]`` (ANN twin) class scores: the last

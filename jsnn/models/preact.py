@@ -1,8 +1,8 @@
 """Pre-activation spiking ResNets of DSR (Meng et al., CVPR 2022): PreAct-ResNet-18 and the
 PreAct-ResNet-20/32/44/56/110 of its supplement's Table S1.
 
-Layout from the official code (qymeng94/DSR ``cifar/modules/preresnet.py``, reference_code.md
-C.5) and supplement C.3: pre-activation BasicBlocks (He et al., ECCV 2016) whose ReLUs are
+Layout from the official code (qymeng94/DSR ``cifar/modules/preresnet.py``) and supplement
+C.3: pre-activation BasicBlocks (He et al., ECCV 2016) whose ReLUs are
 spiking neurons, then the DSR head: BN -> SN -> average pooling -> SN ("spiking neurons after
 pooling") -> FC -> BN1d -> SN ("after the last fully connected classifier", with "an additional
 BN operation" before it).
@@ -148,7 +148,7 @@ def preact_resnet18(
     rngs: nnx.Rngs,
     **options: Unpack[SpikingOptions],
 ) -> PreActResNet:
-    """DSR's CIFAR PreAct-ResNet-18 (``resnet18_lif`` / ``resnet18_if``, reference_code.md C.5):
+    """DSR's CIFAR PreAct-ResNet-18 (``resnet18_lif`` / ``resnet18_if``):
     conv3x3(64), stages of 2 blocks with 64/128/256/512 channels at strides 1/2/2/2, DSR head.
     """
     return PreActResNet(

@@ -2,7 +2,7 @@
 
 Two residual blocks, both post-activation BasicBlocks (two 3x3 convolutions):
 
-* ``"spiking"`` (Zheng et al. 2021, STBP-tdBN; the Dspike authors' code, reference_code.md A.6):
+* ``"spiking"`` (Zheng et al. 2021, STBP-tdBN; the Dspike authors' code):
   ``out = SN(BN(conv2(SN(BN(conv1(x))))) + shortcut(x))``, the neuron after the addition, so a
   block outputs spikes.
 * ``"sew"`` (Fang et al., NeurIPS 2021, "Deep residual learning in spiking neural networks",
@@ -12,7 +12,7 @@ Two residual blocks, both post-activation BasicBlocks (two 3x3 convolutions):
 
 Shortcuts where the shape changes: ``"conv"`` is torchvision's conv1x1 (stride s) -> BN;
 ``"avg_down"`` is the modified ResNet's AvgPool(s, ceil mode, padding not counted) -> conv1x1
--> BN (A.6).
+-> BN.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ _SHORTCUTS = ("conv", "avg_down")
 
 class Shortcut(nnx.Module):
     """The projection shortcut: ``"conv"`` (conv1x1 stride s -> BN) or ``"avg_down"``
-    (AvgPool(s, ceil mode, padding not counted) -> conv1x1 -> BN, reference_code.md A.6)."""
+    (AvgPool(s, ceil mode, padding not counted) -> conv1x1 -> BN)."""
 
     def __init__(
         self,
@@ -85,7 +85,8 @@ class Shortcut(nnx.Module):
 
 
 class BasicBlock(nnx.Module):
-    """Spiking BasicBlock: ``SN(BN(conv2(SN(BN(conv1(x))))) + shortcut(x))`` (A.6, STBP-tdBN)."""
+    """Spiking BasicBlock: ``SN(BN(conv2(SN(BN(conv1(x))))) + shortcut(x))`` (STBP-tdBN and
+    the Dspike authors' code)."""
 
     def __init__(
         self,
@@ -156,7 +157,7 @@ class ResNet(Classifier):
     """A spiking ResNet of BasicBlocks; the named constructors below fix published layouts.
 
     * ``stem``: ``"modified"`` (three conv3x3-BN-SN, 64 channels, then AvgPool 2: Dspike's
-      modified ResNet, A.6), ``"cifar"`` (one conv3x3-BN-SN with ``widths[0]`` channels:
+      modified ResNet), ``"cifar"`` (one conv3x3-BN-SN with ``widths[0]`` channels:
       STBP-tdBN's ResNet-19) or ``"imagenet"`` (conv7x7/2-BN-SN, 64 channels, then MaxPool 3/2:
       torchvision's stem, as in SEW-ResNet).
     * ``widths``, ``blocks``, ``strides``: channels, number of blocks and first-block stride of
@@ -268,14 +269,14 @@ def resnet18_modified(
     **options: Unpack[SpikingOptions],
 ) -> ResNet:
     """Dspike's "modified ResNet-18" (also called ResNet-20), from the authors' later code
-    (MPBN / IM-Loss ``ResNet_Cifar_Modified``, reference_code.md A.6).
+    (MPBN / IM-Loss ``ResNet_Cifar_Modified``).
 
     Stem of three conv3x3-BN-SN (64 channels) and AvgPool 2; stages of 2 spiking BasicBlocks
     with 64/128/256/512 channels at strides 1/2/2/2 and avg-down shortcuts; global average
     pooling; FC. 20 weight layers: 3 stem convs + 16 block convs + 1 FC (the three 1x1
     shortcut convs are not counted). A 32x32 input ends at 2x2 before pooling. The code's
     zero-initialised last BN of each block is not reproduced: its spiking version replaces every
-    BN by a fresh one, so the zero init is lost there too (A.6).
+    BN by a fresh one, so the zero init is lost there too.
     """
     return ResNet(
         stem="modified",
@@ -326,8 +327,7 @@ def resnet34(
     rngs: nnx.Rngs,
     **options: Unpack[SpikingOptions],
 ) -> ResNet:
-    """Spiking ResNet-34 for ImageNet (Dspike's ImageNet entry; its exact layout is not public,
-    reference_code.md A.6).
+    """Spiking ResNet-34 for ImageNet (Dspike's ImageNet entry; its exact layout is not public).
 
     Chosen layout: torchvision's ResNet-34 (He et al. 2016) with spiking BasicBlocks, the block
     of the modified ResNet-18 and of STBP-tdBN's ImageNet ResNet-34: conv7x7/2(64)-BN-SN,

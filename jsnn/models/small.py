@@ -146,7 +146,7 @@ def mnist_net(
     **options: Unpack[SpikingOptions],
 ) -> ConvNet:
     """The MNIST net of the event-driven learning paper (Zhu et al., NeurIPS 2022; its
-    ``MNIST.yaml``, reference_code.md B.10): 15C5-P2-40C5-P2-FC300-FC(classes), unpadded
+    ``MNIST.yaml``): 15C5-P2-40C5-P2-FC300-FC(classes), unpadded
     convolutions, here with BN and LIF neurons."""
     return ConvNet(
         layout=((15, 5, 0), "P", (40, 5, 0), "P"),

@@ -1,7 +1,7 @@
 """Spiking VGG-11 and VGG-16 with average pooling.
 
 Layouts of Simonyan & Zisserman (2015), configurations A and D, as DSR builds them
-(qymeng94/DSR ``cifar/modules/vgg.py``, reference_code.md C.5): every conv3x3 (with bias) is
+(qymeng94/DSR ``cifar/modules/vgg.py``): every conv3x3 (with bias) is
 followed by BN and a neuron, every max pooling becomes a 2x2 average pooling, and one fully
 connected layer remains ("We only keep one fully connected layer", DSR supplement C.3). DSR
 applies ``AdaptiveAvgPool(7)`` and an FC over 512*7*7 inputs; on its 48x48 DVS frames the
@@ -123,7 +123,7 @@ def vgg11(
     rngs: nnx.Rngs,
     **options: Unpack[SpikingOptions],
 ) -> VGG:
-    """VGG-11 (configuration A) of DSR for DVS-CIFAR10 (C.5): 2 input channels (event
+    """VGG-11 (configuration A) of DSR for DVS-CIFAR10: 2 input channels (event
     polarities) by default. DSR trains it with ``dropout=0.1`` and ``output_neuron=True``."""
     return VGG(
         layout=VGG_LAYOUTS["vgg11"],
@@ -146,7 +146,7 @@ def vgg16(
     **options: Unpack[SpikingOptions],
 ) -> VGG:
     """VGG-16 (configuration D) with average pooling, for ImageNet by default (Dspike's
-    ImageNet VGG-16; its exact layout is not public, reference_code.md A.6)."""
+    ImageNet VGG-16; its exact layout is not public)."""
     return VGG(
         layout=VGG_LAYOUTS["vgg16"],
         dropout=dropout,

@@ -41,9 +41,10 @@ class Config:
     surrogate: str = "dspike"
     surrogate_parameter: float | None = None  # b, beta or alpha; None: the surrogate's default
     spiking: bool = True  # False trains the model's ANN twin (ReLU, no time axis)
-    # Inputs are cast to it; parameters and BN statistics stay float32. float64 needs
-    # JAX_ENABLE_X64=1; it makes runs on different device counts agree to rounding (float32
-    # rounding differences flip spikes at the threshold, and spiking networks amplify them).
+    # Inputs are cast to it (parameters and BN statistics stay float32), except that float64
+    # makes the whole run 64-bit. It needs JAX_ENABLE_X64=1 and makes runs on different device
+    # counts agree to rounding (float32 rounding flips spikes at the threshold, and spiking
+    # networks amplify such flips).
     compute_dtype: str = "float32"
     norm: str = "tdbn"
     # Loss and optimisation

@@ -95,7 +95,10 @@ def fit(
         )
     total_steps = config.epochs * steps_per_epoch
     tx = optimizer(config, steps_per_epoch)
-    state = replicate(TrainState.create(model, tx), mesh)
+    state = TrainState.create(model, tx)
+    if config.compute_dtype == "float64":  # a 64-bit run: the state too, not just the inputs
+        state = jax.tree.map(_to_float64, state)
+    state = replicate(state, mesh)
     checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
     writer = MetricWriter(workdir, enabled=lead, tensorboard=config.tensorboard)
     restored = checkpointer.restore(state)
@@ -177,6 +180,10 @@ def fit(
 
 def _cast(batch: dict, config: Config) -> dict:
     return {**batch, "image": np.asarray(batch["image"]).astype(jnp.dtype(config.compute_dtype))}
+
+
+def _to_float64(leaf):
+    return leaf.astype(jnp.float64) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
 
 
 def _run_hooks(hooks, state, epoch, writer, kind) -> TrainState:
