@@ -40,9 +40,36 @@ _DSPIKE = train.Config(
     log_every=50,
 )
 
+# The CPNG paper's baselines (its Sec. 5 and appendix A.2, Table 5): triangular surrogate,
+# tdBN, SGD with momentum 0.9, wd 1e-4, lr 0.1 warmed up from 0.01 over 1/20 of the epochs,
+# then cosine decay to 0. Its chi-controlled surrogate width is a method of its own.
+_CPNG_BASELINE = dataclasses.replace(
+    _DSPIKE,
+    autoaugment=False,
+    cutout=0,
+    model="resnet19",
+    surrogate="triangular",
+    batch_size=256,
+    epochs=200,
+    lr=0.1,
+    warmup_epochs=10.0,
+    warmup_from=0.1,
+    workdir="runs/cpng_resnet19_cifar10",
+)
+
 RECIPES = {
     "dspike_cifar10": _DSPIKE,
     "dspike_cifar100": dataclasses.replace(_DSPIKE, dataset="cifar100", workdir="runs/cifar100"),
+    "cpng_baseline_resnet19_cifar10": _CPNG_BASELINE,
+    "cpng_baseline_vgg16_cifar100": dataclasses.replace(
+        _CPNG_BASELINE,
+        dataset="cifar100",
+        model="vgg16",
+        steps=5,
+        epochs=300,
+        warmup_epochs=15.0,
+        workdir="runs/cpng_vgg16_cifar100",
+    ),
 }
 
 

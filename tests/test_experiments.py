@@ -1,8 +1,17 @@
 """The CIFAR entry point runs Dspike's recipe end to end (on tfds mock data, at toy size)."""
 
+import dataclasses
+
 import tensorflow_datasets as tfds
 
 from experiments import cifar
+from jsnn import train
+
+
+@dataclasses.dataclass
+class _CifarShape:
+    num_classes: int
+    input_shape: tuple = (32, 32, 3)
 
 
 def test_cifar_recipe_trains_the_modified_resnet18_on_mock_cifar(tmp_path, capsys):
@@ -16,3 +25,10 @@ def test_cifar_recipe_trains_the_modified_resnet18_on_mock_cifar(tmp_path, capsy
     for setting in ('"model": "resnet18_modified"', '"lr": 0.01', '"cutout": 16', '"steps": 2'):
         assert setting in config
     assert "final test accuracy" in capsys.readouterr().out
+
+
+def test_every_recipe_builds_its_model_for_its_data_shape():
+    for name, config in cifar.RECIPES.items():
+        assert config.dataset in ("cifar10", "cifar100"), name
+        model = train.build_model(config, _CifarShape(num_classes=100))
+        assert model.num_classes == 100 and model.in_channels == 3, name

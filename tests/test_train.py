@@ -244,3 +244,12 @@ def test_ann_twin_trains_with_the_same_loop(tmp_path):
     metrics = train.fit(config, train.build_model(config, dataset), dataset)
     assert metrics["accuracy"] > 0.5
     assert not any(name.startswith("firing_rate/") for name in metrics)
+
+
+def test_cpng_warmup_starts_at_a_tenth_of_the_learning_rate():
+    # CPNG appendix A.2: warm-up over 1/20 of the epochs from 0.1 lr to lr, then cosine to 0.
+    config = train.Config(epochs=20, lr=0.1, warmup_epochs=1.0, warmup_from=0.1)
+    schedule = train.optim.learning_rate(config, steps_per_epoch=10)
+    np.testing.assert_allclose(float(schedule(0)), 0.01, rtol=1e-6)
+    np.testing.assert_allclose(float(schedule(10)), 0.1, rtol=1e-6)
+    assert float(schedule(200)) < 1e-8

@@ -58,6 +58,7 @@ class Config:
     weight_decay: float = 0.0
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
+    warmup_from: float = 0.0  # the warm-up starts at warmup_from * lr (CPNG: 0.1)
     grad_clip: float | None = None
     # Run
     seed: int = 0
@@ -90,6 +91,8 @@ class Config:
                 "weight_decay and warmup_epochs must be >= 0 and momentum in [0, 1), got "
                 f"{self.weight_decay!r}, {self.warmup_epochs!r}, {self.momentum!r}"
             )
+        if not 0 <= self.warmup_from <= 1:
+            raise ValueError(f"warmup_from must lie in [0, 1], got {self.warmup_from!r}")
         if self.compute_dtype == "float64" and not jax.config.jax_enable_x64:
             raise ValueError(
                 "compute_dtype='float64' needs 64-bit JAX: set JAX_ENABLE_X64=1 before starting"

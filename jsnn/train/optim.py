@@ -10,7 +10,8 @@ __all__ = ["learning_rate", "optimizer"]
 
 
 def learning_rate(config: Config, steps_per_epoch: int) -> optax.Schedule:
-    """Linear warm-up over ``warmup_epochs``, then cosine decay to 0 by the last step (or flat)."""
+    """Linear warm-up over ``warmup_epochs`` from ``warmup_from * lr``, then cosine decay to 0
+    by the last step (or flat)."""
     total = config.epochs * steps_per_epoch
     warmup = min(round(config.warmup_epochs * steps_per_epoch), total - 1)
     if config.schedule == "constant":
@@ -19,7 +20,7 @@ def learning_rate(config: Config, steps_per_epoch: int) -> optax.Schedule:
         after = optax.cosine_decay_schedule(config.lr, decay_steps=max(total - warmup, 1))
     if warmup == 0:
         return after
-    ramp = optax.linear_schedule(0.0, config.lr, transition_steps=warmup)
+    ramp = optax.linear_schedule(config.warmup_from * config.lr, config.lr, warmup)
     return optax.join_schedules([ramp, after], boundaries=[warmup])
 
 
