@@ -207,7 +207,9 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     config = _config(tmp_path, checkpoint_every=5)
     dataset = train.build_dataset(config)
     model = train.build_model(config, dataset)
-    with pytest.raises(train.TrainingDiverged, match="last good checkpoint is step 10"):
+    # Step 13 (index 12) is the first NaN batch; checkpoints are saved every 5 steps.
+    expected = r"at step 13; .* last good checkpoint is step 10"
+    with pytest.raises(train.TrainingDiverged, match=expected):
         train.fit(config, model, _PoisonedFrom(dataset, 12), devices=None)
     template = train.TrainState.create(
         train.build_model(config, dataset), train.optim.optimizer(config, 22)

@@ -50,13 +50,15 @@ def evaluate(state: TrainState, batches, mesh: jax.sharding.Mesh, step_fn) -> di
     return metrics
 
 
-def _check_finite(losses: list[float], step: int, checkpointer: Checkpointer) -> None:
-    if all(math.isfinite(loss) for loss in losses):
-        return
-    raise TrainingDiverged(
-        f"the training loss became {losses[-1]} by step {step}; stopping. The last good "
-        f"checkpoint is step {checkpointer.latest_step()} (lower lr or set grad_clip)"
-    )
+def _check_finite(losses: list[float], last_step: int, checkpointer: Checkpointer) -> None:
+    """Raises on the first non-finite loss of the steps ending at ``last_step``."""
+    for offset, loss in enumerate(losses):
+        if not math.isfinite(loss):
+            step = last_step - len(losses) + offset + 1
+            raise TrainingDiverged(
+                f"the training loss became {loss} at step {step}; stopping. The last good "
+                f"checkpoint is step {checkpointer.latest_step()} (lower lr or set grad_clip)"
+            )
 
 
 def fit(
