@@ -16,6 +16,13 @@ def concrete(value) -> np.ndarray | None:
     return np.asarray(value)
 
 
+def positive_int(name: str, value) -> int:
+    """``value`` as an int; ValueError naming ``name`` unless it is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def floating_array(name: str, value) -> jax.Array:
     """``value`` as an array; TypeError naming ``name`` unless its dtype is floating point."""
     array = jnp.asarray(value)

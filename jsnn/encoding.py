@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jsnn._checks import concrete, floating_array
+from jsnn._checks import concrete, floating_array, positive_int
 
 __all__ = ["direct", "poisson"]
-
-
-def _check_num_steps(num_steps) -> int:
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int | np.integer) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
-    return int(num_steps)
 
 
 def direct(x: jax.Array, num_steps: int) -> jax.Array:
@@ -24,7 +17,7 @@ def direct(x: jax.Array, num_steps: int) -> jax.Array:
     convolution at each of the T steps).
     """
     x = jnp.asarray(x)
-    num_steps = _check_num_steps(num_steps)
+    num_steps = positive_int("num_steps", num_steps)
     if x.ndim < 1:
         raise ValueError(f"x must have a batch axis, got shape {x.shape}")
     return jnp.broadcast_to(x[:, None], (x.shape[0], num_steps, *x.shape[1:]))
@@ -37,7 +30,7 @@ def poisson(key: jax.Array, x: jax.Array, num_steps: int) -> jax.Array:
     ``T * x``. Out-of-range rates are rejected when ``x`` is concrete and clipped under ``jit``.
     """
     x = floating_array("x", x)
-    num_steps = _check_num_steps(num_steps)
+    num_steps = positive_int("num_steps", num_steps)
     values = concrete(x)
     if values is not None and values.size and not (values.min() >= 0 and values.max() <= 1):
         raise ValueError(

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from jsnn import norm
+from jsnn._checks import positive_int
 from jsnn.neuron import Reset, check_neuron_parameters, lif
 from jsnn.surrogate import Dspike, Surrogate
 
@@ -121,17 +121,11 @@ class TDBatchNorm(nnx.Module):
         feature_axis: int = -1,
         use_running_average: bool = False,
     ):
-        if (
-            isinstance(num_features, bool)
-            or not isinstance(num_features, int | np.integer)
-            or num_features < 1
-        ):
-            raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
+        num_features = positive_int("num_features", num_features)
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
         if not alpha * v_th > 0:
             raise ValueError(f"alpha * v_th must be > 0, got alpha={alpha!r}, v_th={v_th!r}")
-        num_features = int(num_features)
         self.gamma = nnx.Param(jnp.ones(num_features))
         self.beta = nnx.Param(jnp.zeros(num_features))
         self.mean = nnx.BatchStat(jnp.zeros(num_features))

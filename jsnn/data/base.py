@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from jsnn._checks import positive_int
+
 if TYPE_CHECKING:
     import grain
 
@@ -31,12 +33,6 @@ Example = dict[str, np.ndarray]
 
 class DatasetNotPreparedError(RuntimeError):
     """A data set is not on disk and was not downloaded; the message says how to prepare it."""
-
-
-def positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _check_processes(batch_size: Any, process_index: Any, process_count: Any) -> int:

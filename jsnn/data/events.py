@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from jsnn.data.base import Dataset, DatasetNotPreparedError, Example, positive_int
+from jsnn._checks import positive_int
+from jsnn.data.base import Dataset, DatasetNotPreparedError, Example
 
 __all__ = [
     "EVENT_SETS",

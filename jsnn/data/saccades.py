@@ -17,7 +17,8 @@ import dataclasses
 
 import numpy as np
 
-from jsnn.data.base import Dataset, positive_int
+from jsnn._checks import positive_int
+from jsnn.data.base import Dataset
 from jsnn.data.digits import load_digits
 from jsnn.data.events import EventFrames
 

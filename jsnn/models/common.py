@@ -43,10 +43,9 @@ from typing import Any, TypedDict
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from jsnn._checks import floating_array
+from jsnn._checks import floating_array, positive_int
 from jsnn.encoding import direct
 from jsnn.layers import LIF, TDBatchNorm
 from jsnn.surrogate import Surrogate
@@ -229,12 +228,6 @@ def global_avg_pool(x: jax.Array) -> jax.Array:
     return jnp.mean(x, axis=(1, 2))
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 class Classifier(nnx.Module, abc.ABC):
     """Base of the zoo's models: input checks, direct encoding, folding and unfolding.
 
@@ -265,9 +258,9 @@ class Classifier(nnx.Module, abc.ABC):
         neuron = options.get("neuron")
         norm = options.get("norm")
         spiking = options.get("spiking", True)
-        self.num_classes = _positive_int("num_classes", num_classes)
-        self.in_channels = _positive_int("in_channels", in_channels)
-        self.steps = _positive_int("steps", steps)
+        self.num_classes = positive_int("num_classes", num_classes)
+        self.in_channels = positive_int("in_channels", in_channels)
+        self.steps = positive_int("steps", steps)
         if not isinstance(spiking, bool):
             raise TypeError(f"spiking must be True or False, got {spiking!r}")
         self.spiking = spiking
@@ -277,7 +270,7 @@ class Classifier(nnx.Module, abc.ABC):
             size = tuple(input_size)
             if len(size) != 2:
                 raise ValueError(f"input_size must be (height, width), got {input_size!r}")
-            self.input_size = tuple(_positive_int("input_size", s) for s in size)
+            self.input_size = tuple(positive_int("input_size", s) for s in size)
         if norm is not None and not callable(norm):
             raise TypeError(f"norm must be a factory num_features -> module, got {norm!r}")
         if not spiking:

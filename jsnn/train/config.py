@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import jax
 
+from jsnn._checks import positive_int
+
 __all__ = ["Config", "initialize_distributed", "parse_args"]
 
 CLUSTER_ARGUMENTS = ("distributed", "coordinator_address", "num_processes", "process_id")
@@ -72,9 +74,7 @@ class Config:
     def __post_init__(self):
         positive = ("steps", "epochs", "batch_size", "checkpoint_every", "log_every")
         for name in (*positive, "keep_checkpoints"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            positive_int(name, getattr(self, name))
         for name, allowed in (
             ("loss", ("mean_ce", "tet")),
             ("optimizer", ("sgd", "adam", "adamw")),
