@@ -1,13 +1,20 @@
 """Dspike's CIFAR-10/100 recipe: the modified spiking ResNet-18 (Li et al., NeurIPS 2021, Sec. 5.2).
 
     python -m experiments.cifar [--recipe dspike_cifar10] [--dataset cifar100] [--model resnet19]
-        [--T 6] [--epochs 300] [--batch-size 128] [--workdir runs/cifar10] [--data-dir DIR] ...
+        [--T 6] [--tit-steps 4,2] [--ann-init true] [--method dspike] [--batch-size 128]
+        [--workdir runs/cifar10] [--data-dir DIR] ...
 
-T = 6, SGD with momentum 0.9, lr 0.01 with cosine decay to 0, weight decay 1e-4, 300 epochs,
-random crop + flip, AutoAugment and Cutout; LIF neurons (decay 0.25, threshold 0.5, hard reset),
-tdBN and the Dspike surrogate. The data come from tensorflow-datasets (``pip install -e
-".[tfds]"``; see the README for preparing CIFAR once). ``--help`` lists every field that can be
-overridden; the run resumes from its workdir.
+The paper's whole pipeline in one command: the ANN twin trained first (``workdir/ann``), the
+spiking model at T = 6 initialised from it (``workdir/T6``, 300 epochs, lr 0.01), then Time
+Inheritance Training down to T = 4 and T = 2 (``workdir/T4``, ``workdir/T2``, 50 epochs each at
+lr 0.004), every spiking round with Dspike's temperature search before each epoch (FDG of the
+first layer with eps 0.1, b from 1 in steps of 0.2). SGD with momentum 0.9, cosine decay to 0,
+weight decay 1e-4, random crop + flip, AutoAugment and Cutout; LIF neurons (decay 0.25,
+threshold 0.5, hard reset), tdBN. ``--ann-init false --tit-steps none`` trains one model at T.
+
+The data come from tensorflow-datasets (``pip install -e ".[tfds]"``; see the README for
+preparing CIFAR once). ``--help`` lists every field that can be overridden; every round resumes
+from its workdir.
 """
 
 from __future__ import annotations
@@ -35,6 +42,11 @@ _DSPIKE = train.Config(
     momentum=0.9,
     weight_decay=1e-4,
     schedule="cosine",
+    method="dspike",
+    ann_init=True,
+    tit_steps=(4, 2),
+    tit_epochs=50,
+    tit_lr=0.004,
     workdir="runs/cifar10",
     checkpoint_every=1000,
     log_every=50,
@@ -45,6 +57,9 @@ _DSPIKE = train.Config(
 # then cosine decay to 0. Its chi-controlled surrogate width is a method of its own.
 _CPNG_BASELINE = dataclasses.replace(
     _DSPIKE,
+    method="surrogate",
+    ann_init=False,
+    tit_steps=(),
     autoaugment=False,
     cutout=0,
     model="resnet19",

@@ -23,6 +23,15 @@ def positive_int(name: str, value) -> int:
     return int(value)
 
 
+def positive_float(name: str, value) -> float:
+    """``value`` as a float; ValueError naming ``name`` unless it is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
 def floating_array(name: str, value) -> jax.Array:
     """``value`` as an array; TypeError naming ``name`` unless its dtype is floating point."""
     array = jnp.asarray(value)

@@ -15,7 +15,10 @@ class _CifarShape:
 
 
 def test_cifar_recipe_trains_the_modified_resnet18_on_mock_cifar(tmp_path, capsys):
+    # One round (no ANN, no TIT) with the temperature search on 8 random directions: the exact
+    # FDG of the 1728 first-layer weights is too slow for a test on two CPU cores.
     flags = ["--T", "2", "--epochs", "1", "--batch-size", "4", "--progress", "false"]
+    flags += ["--ann-init", "false", "--tit-steps", "none", "--fdg-directions", "8"]
     with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
         metrics = cifar.main([*flags, "--workdir", str(tmp_path)])
     assert 0.0 <= metrics["accuracy"] <= 1.0
@@ -24,7 +27,9 @@ def test_cifar_recipe_trains_the_modified_resnet18_on_mock_cifar(tmp_path, capsy
     config = (tmp_path / "config.json").read_text()
     for setting in ('"model": "resnet18_modified"', '"lr": 0.01', '"cutout": 16', '"steps": 2'):
         assert setting in config
-    assert "final test accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "final test accuracy" in out and "Dspike temperature b" in out
+    assert (tmp_path / "temperature.png").exists()
 
 
 def test_every_recipe_builds_its_model_for_its_data_shape():

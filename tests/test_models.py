@@ -30,8 +30,8 @@ from jsnn.losses import mean_output_cross_entropy
 BATCH, STEPS, CLASSES = 2, 2, 3
 # Spatial size per model: the smallest the layout takes (flattening nets have a fixed size, the
 # VGGs pool 5 times); the other global-pooling ones run on 16x16.
-SIZES = {"cifarnet": 32, "vgg11": 32, "vgg16": 32, "digits_net": 8, "mnist_net": 28}
-CHANNELS = {"vgg11": 2, "digits_net": 1, "mnist_net": 1}
+SIZES = {"cifarnet": 32, "vgg11": 32, "vgg16": 32, "digits_net": 8, "mnist_net": 28, "fdg_toy": 8}
+CHANNELS = {"vgg11": 2, "digits_net": 1, "mnist_net": 1, "fdg_toy": 1}
 # Models whose layout only repeats the blocks of a sibling more often are traced abstractly
 # (the output's and every gradient's shape; nothing compiles) while their sibling trains for
 # real: compiling them would add minutes of CPU time and run no other code.
@@ -66,6 +66,7 @@ EXPECTED_NAMES = (
     "cifarnet",
     "digits_net",
     "mnist_net",
+    "fdg_toy",
 )
 
 

@@ -3,6 +3,7 @@
 import numpy as np
 
 from experiments import quickstart
+from jsnn import train
 from jsnn.data import load_digits
 
 
@@ -26,3 +27,20 @@ def test_quickstart_reaches_98_percent_on_the_digits(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "epoch 15/15: test loss" in out and "final test accuracy" in out
     assert (workdir / "curves.png").exists()
+
+
+def test_quickstart_with_the_temperature_search_still_reaches_98_percent(tmp_path):
+    # Dspike's Algorithm 1 on the digits net: the exact FDG of the first layer (288 weights,
+    # 576 forward passes) before each of the 15 epochs.
+    workdir = tmp_path / "dspike"
+    metrics = quickstart.main(
+        ["--workdir", str(workdir), "--progress", "false", "--method", "dspike"]
+    )
+    assert metrics["accuracy"] >= 0.98
+    searches = [
+        r for r in train.read_metrics(workdir / "metrics.jsonl") if r["kind"] == "epoch_start"
+    ]
+    assert [r["epoch"] for r in searches] == list(range(1, 16))
+    assert all(r["dspike_b"] > 0 for r in searches)
+    assert len({r["dspike_b"] for r in searches}) > 1  # the temperature moves
+    assert (workdir / "temperature.png").exists()

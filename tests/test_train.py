@@ -26,10 +26,13 @@ SCRIPT = ROOT / "tests" / "scripts" / "train_digits.py"
 # Two short epochs of the quickstart config at batch 64 (22 steps each), logging every step,
 # in float64: float32 rounding differs with the number of devices (the order of the all-reduce
 # sums), a membrane potential within rounding of the threshold then spikes in one run and not in
-# the other, and the runs drift apart (about 1e-3 relative after 40 steps here).
+# the other, and the runs drift apart (about 1e-3 relative after 40 steps here). Dspike's
+# temperature search runs before each epoch (on 16 random directions, to be quick), so the runs
+# also check that it chooses the same b on every device count and after a resume.
 FLAGS = [
     "--epochs", "2", "--batch-size", "64", "--log-every", "1", "--progress", "false",
-    "--tensorboard", "false", "--compute-dtype", "float64",
+    "--tensorboard", "false", "--compute-dtype", "float64", "--method", "dspike",
+    "--fdg-directions", "16",
 ]  # fmt: skip
 
 
@@ -47,8 +50,13 @@ def _run_child(workdir, *flags, env=None):
 
 
 def _train_losses(workdir) -> list[float]:
+    """The logged training losses, then the temperature search's cosines."""
     records = train.read_metrics(pathlib.Path(workdir) / "metrics.jsonl")
-    return [record["loss"] for record in records if record["kind"] == "train"]
+    searches = [r for r in records if r["kind"] == "epoch_start"]
+    assert len(searches) == 2
+    return [r["loss"] for r in records if r["kind"] == "train"] + [
+        r[name] for r in searches for name in ("dspike_b", "cosine_b", "cosine_b_up")
+    ]
 
 
 def _last_eval(workdir) -> dict:
@@ -222,7 +230,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_epoch_hooks_change_the_state_and_are_recorded(tmp_path):
     seen = []
 
-    def temperature(state, epoch):
+    def temperature(state, epoch, batch):
         seen.append(jax.tree.leaves(nnx.state(state.model(), SurrogateVariable))[0])
         b = 2.0 + epoch
         rest = jax.tree.map(

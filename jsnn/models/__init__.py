@@ -1,5 +1,5 @@
-"""The model zoo: spiking ResNets, SEW-ResNets, PreAct-ResNets, VGGs, CIFARNet and small nets,
-each with its ANN twin.
+"""The model zoo: spiking ResNets, SEW-ResNets, PreAct-ResNets, VGGs, CIFARNet and small nets
+(Dspike's FDG toy among them), each with its ANN twin.
 
 Build a model by name or by its constructor::
 
@@ -55,7 +55,7 @@ from jsnn.models.resnet import (
     sew_resnet14,
     sew_resnet34,
 )
-from jsnn.models.small import ConvNet, cifarnet, digits_net, mnist_net
+from jsnn.models.small import ConvNet, Identity, cifarnet, digits_net, fdg_toy, mnist_net
 from jsnn.models.vgg import VGG, VGG_LAYOUTS, vgg11, vgg16
 
 __all__ = [
@@ -66,6 +66,7 @@ __all__ = [
     "Classifier",
     "ConvNet",
     "ConvUnit",
+    "Identity",
     "NeuronFactory",
     "Neurons",
     "NormFactory",
@@ -78,6 +79,7 @@ __all__ = [
     "ann_twin",
     "cifarnet",
     "digits_net",
+    "fdg_toy",
     "get",
     "init_from_ann",
     "mnist_net",
@@ -116,6 +118,7 @@ _CONSTRUCTORS: Mapping[str, Callable[..., Classifier]] = MappingProxyType(
         "cifarnet": cifarnet,
         "digits_net": digits_net,
         "mnist_net": mnist_net,
+        "fdg_toy": fdg_toy,
     }
 )
 

@@ -286,6 +286,11 @@ class Classifier(nnx.Module, abc.ABC):
         return neuron, TDBatchNorm if norm is None else norm
 
     @abc.abstractmethod
+    def input_layer(self) -> nnx.Conv:
+        """The convolution that sees the input: the "first layer" whose weights Dspike's
+        temperature search differentiates by finite differences."""
+
+    @abc.abstractmethod
     def features(self, x: jax.Array, steps: int) -> jax.Array:
         """The last feature map of the folded input (before pooling and the classifier)."""
 

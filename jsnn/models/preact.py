@@ -128,6 +128,9 @@ class PreActResNet(Classifier):
         self.fc_norm = norm(num_classes)
         self.output_act = Neurons(neuron) if output_neuron else None
 
+    def input_layer(self) -> nnx.Conv:
+        return self.stem
+
     def features(self, x: jax.Array, steps: int) -> jax.Array:
         x = self.stem(x)
         for stage in self.stages:

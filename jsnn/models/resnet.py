@@ -242,6 +242,9 @@ class ResNet(Classifier):
             self.hidden_act = Neurons(neuron)
             self.fc = nnx.Linear(hidden_features, num_classes, rngs=rngs)
 
+    def input_layer(self) -> nnx.Conv:
+        return self.stem[0].conv
+
     def features(self, x: jax.Array, steps: int) -> jax.Array:
         for unit in self.stem:
             x = unit(x, steps)

@@ -1,21 +1,25 @@
-"""Plain convolutional spiking networks: CIFARNet and the small nets for 8x8 digits and MNIST.
+"""Plain convolutional spiking networks: CIFARNet, the small nets for 8x8 digits and MNIST, and
+the toy model of Dspike's finite-difference study.
 
 Each is a stack of conv-BN-SN units and 2x2 average poolings, a flatten (so the input size is
 fixed, ``input_size``), fully connected hidden layers FC -> SN (no norm, as in the published
-layouts) and a last FC whose per-step output is the model output.
+layouts) and a last FC whose per-step output is the model output. The FDG toy has no norm at all.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Literal, Unpack
 
 import jax
 from flax import nnx
 
+from jsnn.layers import LIF
 from jsnn.models.common import Classifier, ConvUnit, Neurons, SpikingOptions, avg_pool
+from jsnn.surrogate import Rectangular
 
-__all__ = ["ConvNet", "ConvSpec", "cifarnet", "digits_net", "mnist_net"]
+__all__ = ["ConvNet", "ConvSpec", "Identity", "cifarnet", "digits_net", "fdg_toy", "mnist_net"]
 
 # (output channels, kernel size, padding) of a conv unit, or "P" for a 2x2 average pooling.
 ConvSpec = tuple[int, int, int] | Literal["P"]
@@ -72,6 +76,9 @@ class ConvNet(Classifier):
         self.hidden = nnx.List(layers)
         self.hidden_acts = nnx.List(acts)
         self.fc = nnx.Linear(features, num_classes, rngs=rngs)
+
+    def input_layer(self) -> nnx.Conv:
+        return self.units[0].conv
 
     def features(self, x: jax.Array, steps: int) -> jax.Array:
         units = iter(self.units)
@@ -151,6 +158,52 @@ def mnist_net(
     return ConvNet(
         layout=((15, 5, 0), "P", (40, 5, 0), "P"),
         hidden=(300,),
+        input_size=input_size,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        rngs=rngs,
+        **options,
+    )
+
+
+class Identity(nnx.Module):
+    """A norm slot that does nothing: ``Identity(num_features)(x) == x`` (a model without norm)."""
+
+    def __init__(self, num_features: int):
+        self.num_features = num_features
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x
+
+
+def fdg_toy(
+    *,
+    num_classes: int = 10,
+    in_channels: int = 1,
+    input_size: Sequence[int] = (8, 8),
+    padding: int = 1,
+    rngs: nnx.Rngs,
+    **options: Unpack[SpikingOptions],
+) -> ConvNet:
+    """The toy model of Dspike's finite-difference study (Li et al., NeurIPS 2021, Sec. 4.2,
+    Experiments I-III): conv3x3(6)-SN, 2x2 average pooling, FC(classes), no norm.
+
+    The conv has no bias, so the first layer is exactly the paper's ``in_channels * 6 * 3 * 3``
+    weights (54 for grey images: 108 forward passes for one FDG, Eq. 10). ``padding`` 1 (the
+    default) keeps an 8x8 digit's border pixels in the 8x8 map, pooled to 4x4x6 = 96 features;
+    ``padding=0`` gives a 6x6 map. The neuron is LIF (decay 0.25, ``v_th`` 0.5) with the
+    paper's rectangular surrogate, ``a = 1`` (``Rectangular(1)``: derivative 1 on
+    ``|u - v_th| < 1/2``), unless ``neuron`` is given; ``spiking=False`` gives the ReLU
+    ANN of Experiment I. ``norm`` is :class:`Identity` unless given (the paper has none).
+    """
+    options = dict(options)
+    if options.get("norm") is None:
+        options["norm"] = Identity
+    if options.get("spiking", True) and options.get("neuron") is None:
+        options["neuron"] = functools.partial(LIF, surrogate=Rectangular(1.0))
+    return ConvNet(
+        layout=((6, 3, padding), "P"),
+        hidden=(),
         input_size=input_size,
         num_classes=num_classes,
         in_channels=in_channels,

@@ -96,6 +96,9 @@ class VGG(Classifier):
             self.fc_norm = None
             self.output_act = None
 
+    def input_layer(self) -> nnx.Conv:
+        return self.units[0].conv
+
     def features(self, x: jax.Array, steps: int) -> jax.Array:
         units = iter(self.units)
         for entry in self.layout:

@@ -1,8 +1,12 @@
-"""From a :class:`~jsnn.train.config.Config` to the data set, the model and a whole run."""
+"""From a :class:`~jsnn.train.config.Config` to the data set, the model and a whole run:
+initialisation from an earlier run (a trained ANN twin, or a spiking run at another T) and the
+rounds of Time Inheritance Training."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import pathlib
 from collections.abc import Sequence
 
 import jax
@@ -11,11 +15,15 @@ from flax import nnx
 from jsnn import data, models, surrogate
 from jsnn.layers import TDBatchNorm
 from jsnn.models import Classifier
+from jsnn.train.checkpoint import Checkpointer
 from jsnn.train.config import Config, initialize_distributed, parse_args
 from jsnn.train.loop import fit
-from jsnn.train.metrics import plot_curves
+from jsnn.train.mesh import data_mesh, replicate
+from jsnn.train.metrics import plot_curves, plot_temperature
+from jsnn.train.optim import optimizer
+from jsnn.train.step import TrainState
 
-__all__ = ["build_dataset", "build_model", "main"]
+__all__ = ["build_dataset", "build_model", "initialize_from", "main", "stages"]
 
 
 def build_dataset(config: Config) -> data.Dataset:
@@ -60,16 +68,106 @@ def build_model(config: Config, dataset: data.Dataset) -> Classifier:
     return models.get(config.model, steps=config.steps, neuron=neuron, norm=norm, **kwargs)
 
 
+def initialize_from(model: Classifier, workdir: str | pathlib.Path, dataset: data.Dataset) -> None:
+    """Sets ``model`` (in place) to the final state of the finished run in ``workdir``.
+
+    From a run of the model's ANN twin: its weights (:func:`jsnn.models.init_from_ann`; Dspike
+    Sec. 5.2 trains the ANN first). From a spiking run of the same model and neurons at any T:
+    its whole state, batch statistics and surrogate parameters included (Time Inheritance
+    Training, Dspike Sec. 4.4: at a lower T the model then gives exactly the former model's
+    outputs over its first T steps).
+    """
+    workdir = pathlib.Path(workdir)
+    if not (workdir / "config.json").exists():
+        raise FileNotFoundError(
+            f"init_from {str(workdir)!r} is not a run's workdir (no config.json)"
+        )
+    source_config = Config.from_json((workdir / "config.json").read_text())
+    template = TrainState.create(
+        build_model(source_config, dataset), optimizer(source_config, steps_per_epoch=1)
+    )
+    checkpointer = Checkpointer(workdir, keep=source_config.keep_checkpoints)
+    try:
+        restored = checkpointer.restore(replicate(template, data_mesh()))
+    finally:
+        checkpointer.close()
+    if restored is None or restored[1].get("epoch") != source_config.epochs:
+        stopped = "no checkpoint" if restored is None else f"epoch {restored[1].get('epoch')}"
+        raise ValueError(
+            f"init_from {str(workdir)!r} is not a finished run ({stopped} of "
+            f"{source_config.epochs} epochs); run it to the end first"
+        )
+    source = restored[0].model()
+    if not source.spiking:
+        models.init_from_ann(model, source)
+        return
+    if jax.tree.structure(nnx.state(source)) != jax.tree.structure(nnx.state(model)):
+        raise ValueError(
+            f"init_from {str(workdir)!r} trained a different spiking model "
+            f"({source_config.model}, neuron {source_config.neuron!r}); a spiking run "
+            f"initialises only the same model and neurons (at any T)"
+        )
+    nnx.update(model, nnx.state(source))
+
+
+def stages(config: Config) -> list[Config]:
+    """The runs ``config`` asks for, in order: the ANN twin (``ann_init``), then the spiking
+    model at ``steps`` and, with ``tit_steps``, one Time Inheritance round per further T (at
+    ``tit_epochs`` and ``tit_lr``), each initialised from the run before it, each in its own
+    workdir under ``config.workdir`` (``ann``, ``T6``, ``T4``, ...)."""
+    if not (config.ann_init or config.tit_steps):
+        return [config]
+    rounds = (config.steps, *config.tit_steps)
+    if len(set(rounds)) != len(rounds):
+        raise ValueError(f"steps and tit_steps must all differ, got {rounds}")
+    root = pathlib.Path(config.workdir)
+    plain = dataclasses.replace(config, ann_init=False, tit_steps=())
+    runs = []
+    if config.ann_init:
+        runs.append(
+            dataclasses.replace(plain, spiking=False, method="surrogate", workdir=str(root / "ann"))
+        )
+    for round_, steps in enumerate(rounds):
+        later = {"epochs": config.tit_epochs, "lr": config.tit_lr} if round_ else {}
+        runs.append(
+            dataclasses.replace(
+                plain,
+                steps=steps,
+                workdir=str(root / f"T{steps}"),
+                init_from=runs[-1].workdir if runs else config.init_from,
+                **later,
+            )
+        )
+    return runs
+
+
 def main(
     argv: Sequence[str] | None, recipes: dict[str, Config], *, default: str, description: str
 ) -> dict[str, float]:
-    """A command-line entry point: the recipe with its overrides, trained, evaluated and its
-    curves plotted (``curves.png`` in the workdir). Returns the final test metrics."""
+    """A command-line entry point: the recipe with its overrides trained (every run of
+    :func:`stages`), evaluated and plotted (``curves.png``, with Dspike's search
+    ``temperature.png``, in each run's workdir). Returns the last run's final test metrics."""
     config, cluster = parse_args(argv, recipes, description=description, default=default)
     initialize_distributed(**cluster)
-    dataset = build_dataset(config)
-    metrics = fit(config, build_model(config, dataset), dataset)
-    if jax.process_index() == 0:
-        curves = plot_curves(config.workdir)
-        print(f"final test accuracy: {metrics['accuracy']:.4f} (curves: {curves})")
-    return metrics
+    results = []
+    for run in stages(config):
+        dataset = build_dataset(run)
+        model = build_model(run, dataset)
+        if run.init_from is not None:
+            initialize_from(model, run.init_from, dataset)
+        metrics = fit(run, model, dataset)
+        results.append((run, metrics))
+        if jax.process_index() == 0:
+            plots = [plot_curves(run.workdir)]
+            if run.method == "dspike":
+                plots.append(plot_temperature(run.workdir))
+            print(
+                f"{run.workdir}: final test accuracy {metrics['accuracy']:.4f} "
+                f"(plots: {', '.join(map(str, plots))})"
+            )
+    if jax.process_index() == 0 and len(results) > 1:
+        print("\n| run | T | epochs | test accuracy |\n|---|---|---|---|")
+        for run, metrics in results:
+            steps = run.steps if run.spiking else "ANN"
+            print(f"| {run.workdir} | {steps} | {run.epochs} | {metrics['accuracy']:.4f} |")
+    return results[-1][1]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import jax
 
-from jsnn._checks import positive_int
+from jsnn._checks import positive_float, positive_int
 
 __all__ = ["Config", "initialize_distributed", "parse_args"]
 
@@ -62,6 +62,29 @@ class Config:
     warmup_epochs: float = 0.0
     warmup_from: float = 0.0  # the warm-up starts at warmup_from * lr (CPNG: 0.1)
     grad_clip: float | None = None
+    # Method: "surrogate" trains with the configured surrogate as it is; "dspike" re-chooses
+    # the Dspike temperature b before every epoch (Dspike Algorithm 1; b starts at
+    # surrogate_parameter, default 1): FDG step fdg_eps, candidates b and b +- temperature_step,
+    # FDG of fdg_layer (dotted parameter path; None: the first layer's kernel), fdg_chunk
+    # perturbed forward passes per vmapped call, and with fdg_directions = k > 0 the FDG
+    # sketched on k random directions instead of every coordinate.
+    method: str = "surrogate"
+    fdg_eps: float = 0.1
+    temperature_step: float = 0.2
+    fdg_layer: str | None = None
+    fdg_chunk: int = 16
+    fdg_directions: int = 0
+    # Initialisation and Time Inheritance Training (Dspike Sec. 4.4, 5.2). init_from: the
+    # workdir of a finished run whose final state initialises this model (a trained ANN twin's
+    # weights, or a spiking run of the same model at any T). ann_init: first train the ANN twin
+    # (same recipe) in workdir/ann and start from it. tit_steps: after training at `steps`,
+    # fine-tune at each of these T in turn, each from the previous round, for tit_epochs at
+    # tit_lr (with ann_init or tit_steps every round has its own workdir/T<steps>).
+    init_from: str | None = None
+    ann_init: bool = False
+    tit_steps: tuple[int, ...] = ()
+    tit_epochs: int = 50
+    tit_lr: float = 0.004
     # Run
     seed: int = 0
     workdir: str = "runs/quickstart"
@@ -73,14 +96,27 @@ class Config:
 
     def __post_init__(self):
         positive = ("steps", "epochs", "batch_size", "checkpoint_every", "log_every")
-        for name in (*positive, "keep_checkpoints"):
+        for name in (*positive, "keep_checkpoints", "fdg_chunk", "tit_epochs"):
             positive_int(name, getattr(self, name))
+        for name in ("fdg_eps", "temperature_step", "tit_lr"):
+            positive_float(name, getattr(self, name))
+        object.__setattr__(self, "tit_steps", tuple(self.tit_steps))  # a list from JSON
+        for steps in self.tit_steps:
+            positive_int("tit_steps entry", steps)
+        if isinstance(self.fdg_directions, bool) or not (
+            isinstance(self.fdg_directions, int) and self.fdg_directions >= 0
+        ):
+            raise ValueError(
+                f"fdg_directions must be an integer >= 0 (0: the exact FDG), "
+                f"got {self.fdg_directions!r}"
+            )
         for name, allowed in (
             ("loss", ("mean_ce", "tet")),
             ("optimizer", ("sgd", "adam", "adamw")),
             ("schedule", ("cosine", "constant")),
             ("norm", ("tdbn", "bn")),
             ("compute_dtype", ("float32", "bfloat16", "float64")),
+            ("method", ("surrogate", "dspike")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -99,14 +135,36 @@ class Config:
             )
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
+        if self.method == "dspike" and (self.surrogate != "dspike" or not self.spiking):
+            raise ValueError(
+                "method='dspike' searches the temperature of Dspike neurons: it needs "
+                f"surrogate='dspike' and spiking=True, got surrogate={self.surrogate!r}, "
+                f"spiking={self.spiking!r}"
+            )
+        if (self.ann_init or self.tit_steps) and not self.spiking:
+            raise ValueError("ann_init and tit_steps are for spiking runs (spiking=True)")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Config:
+        """The config a run saved as ``config.json``."""
+        return cls(**json.loads(text))
 
 
 def _field_parser(annotation: str):
     """An argparse ``type`` for a field annotated ``int``, ``float | None``, ``bool``, ..."""
     hint = typing.get_type_hints(Config)[annotation]
+    if typing.get_origin(hint) is tuple:  # tuple[int, ...] as "4,2"; "" or "none" for ()
+        item = typing.get_args(hint)[0]
+
+        def parse_items(text: str):
+            if text.strip().lower() in ("", "none"):
+                return ()
+            return tuple(item(part) for part in text.split(","))
+
+        return parse_items
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     base = next(option for option in options if option is not type(None))
     nullable = type(None) in options

@@ -16,6 +16,7 @@ from flax import nnx
 
 from jsnn.train.checkpoint import Checkpointer
 from jsnn.train.config import Config
+from jsnn.train.dspike import temperature_search_hook
 from jsnn.train.mesh import data_mesh, replicate, shard_batch
 from jsnn.train.metrics import MetricWriter
 from jsnn.train.optim import optimizer
@@ -23,9 +24,10 @@ from jsnn.train.step import TrainState, eval_step, train_step
 
 __all__ = ["Hook", "TrainingDiverged", "evaluate", "fit"]
 
-# A hook acts between epochs: it gets the state and the epoch, returns the (new) state and the
-# scalars it wants recorded. Methods (Dspike's temperature search, CPNG) are hooks.
-Hook = Callable[[TrainState, int], tuple[TrainState, dict[str, float]]]
+# A hook acts between epochs: it gets the state, the epoch (from 0) and the epoch's first
+# training batch (sharded like the training steps'), and returns the (new) state and the scalars
+# it wants recorded. Methods (Dspike's temperature search, CPNG) are hooks.
+Hook = Callable[[TrainState, int, dict], tuple[TrainState, dict[str, float]]]
 
 
 class TrainingDiverged(FloatingPointError):
@@ -78,7 +80,12 @@ def fit(
     ``checkpoint_every`` steps and at each epoch end) with no lost epochs. The global batch is
     sharded over ``devices`` (default: all devices of all processes); every process runs this
     same function on its own part of the data.
+
+    ``config.method == "dspike"`` runs Dspike's temperature search before each epoch, ahead of
+    the ``epoch_start`` hooks given.
     """
+    if config.method == "dspike":
+        epoch_start = [temperature_search_hook(config, model), *epoch_start]
     workdir = pathlib.Path(config.workdir)
     lead = jax.process_index() == 0
     if lead:
@@ -95,7 +102,6 @@ def fit(
         raise ValueError(
             f"batch_size {config.batch_size} is larger than the training set ({dataset.num_train})"
         )
-    total_steps = config.epochs * steps_per_epoch
     tx = optimizer(config, steps_per_epoch)
     state = TrainState.create(model, tx)
     if config.compute_dtype == "float64":  # a 64-bit run: the state too, not just the inputs
@@ -117,14 +123,19 @@ def fit(
     test_data = dataset.test(batch_size=config.batch_size, **shard)
     test_metrics: dict[str, float] = {}
 
+    def batch_at(step: int) -> dict:
+        return shard_batch(_cast(train_data[step], config), mesh)
+
     def run_eval(state):
         return evaluate(state, (_cast(batch, config) for batch in test_data), mesh, eval_fn)
 
     try:
         for epoch in range(int(state.step) // steps_per_epoch, config.epochs):
             first, last = epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch
-            if int(state.step) == first:  # a resumed epoch already ran its start hooks
-                state = _run_hooks(epoch_start, state, epoch, writer, "epoch_start")
+            if int(state.step) == first and epoch_start:  # a resumed epoch ran them already
+                state = _run_hooks(
+                    epoch_start, state, epoch, batch_at(first), writer, "epoch_start"
+                )
             bar = tqdm.tqdm(
                 total=steps_per_epoch,
                 initial=int(state.step) - first,
@@ -135,11 +146,12 @@ def fit(
             pending: list[dict] = []
             clock = time.perf_counter()
             for step in range(int(state.step), last):
-                batch = shard_batch(_cast(train_data[step], config), mesh)
+                batch = batch_at(step)
                 state, metrics = step_fn(state, batch)
                 pending.append(metrics)
                 done = step + 1
-                save = done % config.checkpoint_every == 0 and done < total_steps
+                # The epoch's last step is saved after its evaluation and end hooks.
+                save = done % config.checkpoint_every == 0 and done < last
                 if save or done % config.log_every == 0 or done == last:
                     # Only a state whose losses were all finite is ever saved.
                     fetched = jax.device_get(pending)
@@ -164,7 +176,8 @@ def fit(
             bar.close()
             test_metrics = run_eval(state)
             writer.write("eval", int(state.step), test_metrics)
-            state = _run_hooks(epoch_end, state, epoch, writer, "epoch_end")
+            if epoch_end:
+                state = _run_hooks(epoch_end, state, epoch, batch_at(first), writer, "epoch_end")
             checkpointer.save(state, {"epoch": epoch + 1, "test": test_metrics})
             if lead:
                 print(
@@ -188,9 +201,9 @@ def _to_float64(leaf):
     return leaf.astype(jnp.float64) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
 
 
-def _run_hooks(hooks, state, epoch, writer, kind) -> TrainState:
+def _run_hooks(hooks, state, epoch, batch, writer, kind) -> TrainState:
     for hook in hooks:
-        state, scalars = hook(state, epoch)
+        state, scalars = hook(state, epoch, batch)
         if scalars:
-            writer.write(kind, int(state.step), scalars)
+            writer.write(kind, int(state.step), {"epoch": epoch + 1, **scalars})
     return state

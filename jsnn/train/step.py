@@ -14,7 +14,7 @@ from flax import nnx
 from jsnn import losses
 from jsnn.layers import LIF
 
-__all__ = ["LOSSES", "TrainState", "eval_step", "train_step"]
+__all__ = ["LOSSES", "TrainState", "batch_loss", "eval_step", "train_step"]
 
 LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
     "mean_ce": losses.mean_output_cross_entropy,
@@ -57,6 +57,13 @@ def _as_sequence(outputs: jax.Array) -> jax.Array:
     return outputs[:, None] if outputs.ndim == 2 else outputs
 
 
+def batch_loss(model: nnx.Module, batch: dict, loss: str) -> tuple[jax.Array, jax.Array]:
+    """The training loss ``loss`` of ``model`` on ``batch`` (``image``, ``label``) and the
+    outputs ``[B, T, classes]``, with the model in whatever mode it is in."""
+    outputs = _as_sequence(model(batch["image"]))
+    return LOSSES[loss](outputs, batch["label"]), outputs
+
+
 def train_step(
     state: TrainState, batch: dict, *, tx: optax.GradientTransformation, loss: str
 ) -> tuple[TrainState, dict]:
@@ -64,12 +71,8 @@ def train_step(
     batch's loss and accuracy. Under ``jit`` with the batch sharded over a mesh, BN statistics
     and gradients are global (the compiler inserts the all-reduces)."""
 
-    def objective(model):
-        outputs = _as_sequence(model(batch["image"]))
-        return LOSSES[loss](outputs, batch["label"]), outputs
-
     model = state.model()
-    (value, outputs), grads = nnx.value_and_grad(objective, has_aux=True)(model)
+    (value, outputs), grads = nnx.value_and_grad(batch_loss, has_aux=True)(model, batch, loss)
     _, _, rest = nnx.split(model, nnx.Param, ...)  # BN statistics after this batch
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
