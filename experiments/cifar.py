@@ -43,6 +43,7 @@ _DSPIKE = train.Config(
     weight_decay=1e-4,
     schedule="cosine",
     method="dspike",
+    fdg_chunk=1,  # XLA needs ~10 GiB for the search at batch 128 with 1, ~57 GiB with 16
     ann_init=True,
     tit_steps=(4, 2),
     tit_epochs=50,
