@@ -893,8 +893,9 @@ def cost_markdown(cost: dict, args: argparse.Namespace) -> list[str]:
             f"{_fmt(check['forward'], 3)} s; forward/step = {_fmt(big, 3)} (at batch "
             f"{args.batch}: {_fmt(small, 3)}). With the forward/step ratio of batch "
             f"{check['batch']}, the exact search is about {_fmt(exact, 0)} steps = "
-            f"{_fmt(100 * exact / EPOCH_STEPS, 1)} % of an epoch (the gradients' share kept "
-            f"from batch {args.batch})."
+            f"{_fmt(100 * exact / EPOCH_STEPS, 1)} % of an epoch ({2 * cost['size']} passes "
+            f"costed as standalone forward passes at batch {check['batch']}, plus the 3 "
+            f"gradients at their batch-{args.batch} ratio to a step)."
         )
     lines += notes
     if cost["memory"]:
