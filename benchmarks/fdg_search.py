@@ -155,8 +155,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add(
         "--chunk",
         type=int,
-        default=train.Config().fdg_chunk,
-        help="fdg_chunk of the random-direction searches and of the extrapolation",
+        default=RECIPE.fdg_chunk,
+        help="fdg_chunk of the random-direction searches (the recipe's by default)",
     )
     add(
         "--chunks",
@@ -830,13 +830,17 @@ def _git_commit() -> str:
             text=True,
             check=True,
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        # Changes to tracked files, or this script itself not committed as it is.
+        dirty = any(
+            subprocess.run(
+                ["git", "status", "--porcelain", *extra],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            for extra in (["--untracked-files=no"], ["--", str(Path(__file__).resolve())])
+        )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
