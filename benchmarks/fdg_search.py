@@ -71,9 +71,15 @@ from jax.flatten_util import ravel_pytree
 from experiments import cifar
 from jsnn import train
 from jsnn.methods import fdg
-from jsnn.train.dspike import _select, searched_path, temperature, with_temperature
+from jsnn.train.dspike import (
+    searched_loss,
+    searched_path,
+    select_params,
+    temperature,
+    with_temperature,
+)
 from jsnn.train.optim import optimizer
-from jsnn.train.step import TrainState, batch_loss, train_step
+from jsnn.train.step import TrainState, train_step
 
 RECIPE = cifar.RECIPES["dspike_cifar10"]
 CIFAR10_TRAIN_IMAGES = 50_000
@@ -318,18 +324,17 @@ class Searches:
     def __init__(self, config: train.Config, model: nnx.Module):
         self.config = config
         self.prefix = searched_path(model, config.fdg_layer)
-        selected, _ = _select(nnx.state(model, nnx.Param), self.prefix)
+        selected, _ = select_params(nnx.state(model, nnx.Param), self.prefix)
         self.size = sum(leaf.size for leaf in selected)
 
     def _loss(self, state: TrainState, batch: dict, weights: int | None):
-        selected, put = _select(state.params, self.prefix)
+        loss_of, selected = searched_loss(state, batch, self.prefix, self.config.loss)
         flat, unravel = ravel_pytree(selected)
         count = flat.size if weights is None else weights
 
         def loss(v, b):
             full = v if count == flat.size else jnp.concatenate([v, flat[count:]])
-            model = nnx.merge(state.graphdef, put(unravel(full)), with_temperature(state.rest, b))
-            return batch_loss(model, batch, self.config.loss)[0]
+            return loss_of(unravel(full), b)
 
         return loss, flat[:count], temperature(state.rest)
 

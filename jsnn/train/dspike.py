@@ -29,7 +29,14 @@ from jsnn.surrogate import Dspike
 from jsnn.train.config import Config
 from jsnn.train.step import TrainState, batch_loss
 
-__all__ = ["searched_path", "temperature", "temperature_search_hook", "with_temperature"]
+__all__ = [
+    "searched_loss",
+    "searched_path",
+    "select_params",
+    "temperature",
+    "temperature_search_hook",
+    "with_temperature",
+]
 
 
 def _is_dspike(leaf) -> bool:
@@ -62,7 +69,7 @@ def searched_path(model: Classifier, layer: str | None = None) -> tuple:
     return prefix
 
 
-def _select(params: nnx.State, prefix: tuple):
+def select_params(params: nnx.State, prefix: tuple):
     """The leaves of ``params`` under ``prefix`` and a function putting new ones in their place."""
     leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
     leaves = [leaf for _, leaf in leaves_with_paths]
@@ -79,6 +86,19 @@ def _select(params: nnx.State, prefix: tuple):
         return treedef.unflatten(merged)
 
     return [leaves[i] for i in chosen], put
+
+
+def searched_loss(state: TrainState, batch: dict, prefix: tuple, loss: str):
+    """``(loss_fn, weights)``: the training loss ``loss`` on ``batch`` as a function
+    ``loss_fn(w, b)`` of the parameters under ``prefix`` and the Dspike temperature of every
+    layer, with the model of ``state`` in training mode; and those parameters' current values."""
+    weights, put = select_params(state.params, prefix)
+
+    def loss_fn(w, b):
+        model = nnx.merge(state.graphdef, put(w), with_temperature(state.rest, b))
+        return batch_loss(model, batch, loss)[0]
+
+    return loss_fn, weights
 
 
 def temperature(rest: nnx.State) -> jax.Array:
@@ -127,12 +147,7 @@ def temperature_search_hook(config: Config, model: Classifier):
         def search(state: TrainState, batch: dict, directions):
             if mesh is not None and mesh.size > 1:  # every device holds the whole batch
                 batch = jax.lax.with_sharding_constraint(batch, NamedSharding(mesh, P()))
-            weights, put = _select(state.params, prefix)
-
-            def loss(w, b):
-                model = nnx.merge(state.graphdef, put(w), with_temperature(state.rest, b))
-                return batch_loss(model, batch, config.loss)[0]
-
+            loss, weights = searched_loss(state, batch, prefix, config.loss)
             return fdg.search_temperature(
                 loss,
                 weights,
@@ -154,7 +169,7 @@ def temperature_search_hook(config: Config, model: Classifier):
             searches[mesh] = compile_search(mesh)
         directions = None
         if config.fdg_directions:
-            size = sum(leaf.size for leaf in _select(state.params, prefix)[0])
+            size = sum(leaf.size for leaf in select_params(state.params, prefix)[0])
             key = jax.random.fold_in(jax.random.key(config.seed), epoch)
             directions = fdg.random_directions(key, size, config.fdg_directions)
         result = searches[mesh](state, batch, directions)
