@@ -48,17 +48,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import functools
 import math
 import os
-import resource
-import shlex
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import flax
@@ -68,6 +64,18 @@ import numpy as np
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
+from benchmarks.common import (
+    RESULTS,
+    append_results,
+    compile_timed,
+    elapsed,
+    log,
+    median_time,
+    peak_memory_mib,
+    restart_clock,
+    section_header,
+    temp_mib,
+)
 from experiments import cifar
 from jsnn import train
 from jsnn.methods import fdg
@@ -84,23 +92,6 @@ from jsnn.train.step import TrainState, train_step
 RECIPE = cifar.RECIPES["dspike_cifar10"]
 CIFAR10_TRAIN_IMAGES = 50_000
 EPOCH_STEPS = CIFAR10_TRAIN_IMAGES // RECIPE.batch_size  # 390
-RESULTS = Path(__file__).with_name("RESULTS.md")
-HEADER = """# Benchmark results
-
-Each section below is one run of a script in `benchmarks/`, appended by the script itself
-(newest last): date, device, library versions, git commit ("+dirty": with uncommitted
-changes), the exact command, and its tables. Timings from a shared or busy machine are noisy;
-the load average during the run is recorded with them. Rows marked "extrapolated" were not run
-whole; each section says how they were computed.
-"""
-
-_CLOCK = {"start": time.perf_counter()}
-
-
-def log(message: str) -> None:
-    print(f"[{time.perf_counter() - _CLOCK['start']:7.1f}s] {message}", flush=True)
-
-
 # ----------------------------------------------------------------------------------------------
 # Command line
 
@@ -278,43 +269,6 @@ class _Shape:
     input_shape: tuple[int, ...]
 
 
-def _median_time(fn: Callable[[], object], repeats: int, *, warmup: bool) -> float:
-    if warmup:
-        jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _compile(jitted, *args) -> tuple[object, float]:
-    start = time.perf_counter()
-    compiled = jitted.lower(*args).compile()
-    return compiled, time.perf_counter() - start
-
-
-def _temp_mib(compiled) -> float | None:
-    """XLA's temporary buffers of a compiled function (arguments and outputs apart)."""
-    try:
-        analysis = compiled.memory_analysis()
-    except Exception:  # not every backend reports it
-        return None
-    return None if analysis is None else analysis.temp_size_in_bytes / 2**20
-
-
-def peak_memory_mib() -> tuple[float | None, str]:
-    """The device's peak memory in use (accelerators) or the process's peak resident set (CPU:
-    a crude upper bound of what JAX needed, both since the start)."""
-    device = jax.devices()[0]
-    if device.platform != "cpu":
-        stats = device.memory_stats() or {}
-        if "peak_bytes_in_use" in stats:
-            return stats["peak_bytes_in_use"] / 2**20, "device peak bytes in use"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process max RSS"
-
-
 class Searches:
     """The hook's search (:func:`jsnn.train.dspike.temperature_search_hook`) in pieces that can
     be timed apart: the same loss (training mode, the state's BN and neurons, the temperature
@@ -474,14 +428,14 @@ def measure_cost(args: argparse.Namespace) -> dict:
 
     log(f"training step at batch {args.batch}: compiling")
     step = jax.jit(functools.partial(train_step, tx=tx, loss=config.loss), donate_argnums=0)
-    step_compiled, compile_s = _compile(step, state, batch)
+    step_compiled, compile_s = compile_timed(step, state, batch)
     holder = {"state": state}
 
     def run_step():
         holder["state"], metrics = step_compiled(holder["state"], batch)
         return holder["state"], metrics
 
-    t_step = _median_time(run_step, args.repeats, warmup=True)
+    t_step = median_time(run_step, jax.block_until_ready, args.repeats, warmup=1)
     state = holder["state"]
     rows.append(
         Row(
@@ -491,13 +445,15 @@ def measure_cost(args: argparse.Namespace) -> dict:
             "measured",
             compile_s,
             t_step,
-            _temp_mib(step_compiled),
+            temp_mib(step_compiled),
         )
     )
     log(f"training step: {t_step:.3f} s (compile {compile_s:.1f} s)")
 
-    forward, compile_s = _compile(jax.jit(searches.forward), state, batch)
-    t_forward = _median_time(lambda: forward(state, batch), args.repeats, warmup=True)
+    forward, compile_s = compile_timed(jax.jit(searches.forward), state, batch)
+    t_forward = median_time(
+        lambda: forward(state, batch), jax.block_until_ready, args.repeats, warmup=1
+    )
     rows.append(
         Row(
             f"one forward pass of the loss (median of {args.repeats})",
@@ -506,14 +462,16 @@ def measure_cost(args: argparse.Namespace) -> dict:
             "measured",
             compile_s,
             t_forward,
-            _temp_mib(forward),
+            temp_mib(forward),
         )
     )
     log(f"forward pass: {t_forward:.3f} s (compile {compile_s:.1f} s)")
 
     repeats, warmup = args.search_repeats, args.search_repeats > 1
-    gradients, compile_s = _compile(jax.jit(searches.gradients), state, batch)
-    t_grads = _median_time(lambda: gradients(state, batch), repeats, warmup=warmup)
+    gradients, compile_s = compile_timed(jax.jit(searches.gradients), state, batch)
+    t_grads = median_time(
+        lambda: gradients(state, batch), jax.block_until_ready, repeats, warmup=int(warmup)
+    )
     rows.append(
         Row(
             "the 3 surrogate gradients alone (b, b+0.2, b-0.2; fixed part of a search)",
@@ -522,7 +480,7 @@ def measure_cost(args: argparse.Namespace) -> dict:
             "measured",
             compile_s,
             t_grads,
-            _temp_mib(gradients),
+            temp_mib(gradients),
         )
     )
     log(f"3 surrogate gradients: {t_grads:.3f} s (compile {compile_s:.1f} s)")
@@ -538,10 +496,15 @@ def measure_cost(args: argparse.Namespace) -> dict:
     for chunk in args.chunks:
         label = "all" if weights == size else f"first {weights} of {size}"
         log(f"exact FDG search ({label} weights, {2 * weights} passes, chunk {chunk}): compiling")
-        exact, compile_s = _compile(
+        exact, compile_s = compile_timed(
             searches.exact(chunk=chunk, weights=None if weights == size else weights), state, batch
         )
-        seconds = _median_time(lambda exact=exact: exact(state, batch), repeats, warmup=warmup)
+        seconds = median_time(
+            lambda exact=exact: exact(state, batch),
+            jax.block_until_ready,
+            repeats,
+            warmup=int(warmup),
+        )
         rows.append(
             Row(
                 f"exact FDG search, {label} weights",
@@ -550,7 +513,7 @@ def measure_cost(args: argparse.Namespace) -> dict:
                 "measured",
                 compile_s,
                 seconds,
-                _temp_mib(exact),
+                temp_mib(exact),
             )
         )
         log(f"exact FDG search ({label} weights, chunk {chunk}): {seconds:.2f} s")
@@ -569,12 +532,12 @@ def measure_cost(args: argparse.Namespace) -> dict:
             continue
         directions = searches.directions(key, k)
         log(f"random-direction search (k = {k}, {2 * k} passes, chunk {args.chunk}): compiling")
-        compiled, compile_s = _compile(random_search, state, batch, directions)
+        compiled, compile_s = compile_timed(random_search, state, batch, directions)
 
         def run(compiled=compiled, k=k):  # the hook draws its directions each time too
             return compiled(state, batch, searches.directions(jax.random.fold_in(key, 1), k))
 
-        seconds = _median_time(run, repeats, warmup=warmup)
+        seconds = median_time(run, jax.block_until_ready, repeats, warmup=int(warmup))
         per_pass[f"random k = {k}, chunk {args.chunk}"] = (seconds - t_grads) / (2 * k)
         per_chunk.setdefault(args.chunk, []).append(per_pass[f"random k = {k}, chunk {args.chunk}"])
         rows.append(
@@ -585,7 +548,7 @@ def measure_cost(args: argparse.Namespace) -> dict:
                 "measured",
                 compile_s,
                 seconds,
-                _temp_mib(compiled),
+                temp_mib(compiled),
             )
         )
         log(f"random-direction search (k = {k}): {seconds:.2f} s")
@@ -610,42 +573,47 @@ def measure_cost(args: argparse.Namespace) -> dict:
     if args.memory_batch:
         abstract = _abstract_batch(args.memory_batch, args.image_size, args.channels)
         log(f"compiling (not running) the step and searches at batch {args.memory_batch}")
-        compiled, compile_s = _compile(step, state, abstract)
+        compiled, compile_s = compile_timed(step, state, abstract)
         memory.append(
             {
                 "what": "training step",
                 "chunk": None,
-                "temp_mib": _temp_mib(compiled),
+                "temp_mib": temp_mib(compiled),
                 "s": compile_s,
             }
         )
         for chunk in args.memory_chunks:
-            compiled, compile_s = _compile(searches.exact(chunk=chunk), state, abstract)
+            compiled, compile_s = compile_timed(searches.exact(chunk=chunk), state, abstract)
             memory.append(
                 {
                     "what": f"exact FDG search (all {size} weights)",
                     "chunk": chunk,
-                    "temp_mib": _temp_mib(compiled),
+                    "temp_mib": temp_mib(compiled),
                     "s": compile_s,
                 }
             )
-            log(f"  chunk {chunk}: {_fmt(_temp_mib(compiled), 0)} MiB of temporaries")
+            log(f"  chunk {chunk}: {_fmt(temp_mib(compiled), 0)} MiB of temporaries")
 
     check = None
     if args.check_batch:
         log(f"training step and forward pass at batch {args.check_batch}")
         big = _random_batch(rng, args.check_batch, args.image_size, args.channels)
-        step_big, _ = _compile(step, state, big)
+        step_big, _ = compile_timed(step, state, big)
         holder["state"] = state
 
         def run_big():
             holder["state"], metrics = step_big(holder["state"], big)
             return holder["state"], metrics
 
-        check = {"batch": args.check_batch, "step": _median_time(run_big, 1, warmup=True)}
+        check = {
+            "batch": args.check_batch,
+            "step": median_time(run_big, jax.block_until_ready, 1, warmup=1),
+        }
         state = holder["state"]
-        forward_big, _ = _compile(jax.jit(searches.forward), state, big)
-        check["forward"] = _median_time(lambda: forward_big(state, big), 1, warmup=True)
+        forward_big, _ = compile_timed(jax.jit(searches.forward), state, big)
+        check["forward"] = median_time(
+            lambda: forward_big(state, big), jax.block_until_ready, 1, warmup=1
+        )
         log(
             f"batch {args.check_batch}: step {check['step']:.3f} s, "
             f"forward {check['forward']:.3f} s"
@@ -713,14 +681,17 @@ def measure_agreement(args: argparse.Namespace) -> dict:
     )
     first = batch_at(0)
     grid = [float(temperature(state.rest)), *args.agreement_b_grid]
-    reference, compile_s = _compile(
+    reference, compile_s = compile_timed(
         jax.jit(functools.partial(searches.reference, chunk=chunk)), state, first
     )
-    gradients, _ = _compile(jax.jit(searches.candidate_gradients), state, first, jnp.asarray(grid))
-    gradients3, _ = _compile(jax.jit(searches.gradients), state, first)
+    gradients, _ = compile_timed(
+        jax.jit(searches.candidate_gradients), state, first, jnp.asarray(grid)
+    )
+    gradients3, _ = compile_timed(jax.jit(searches.gradients), state, first)
     sketch = jax.jit(functools.partial(searches.sketch, chunk=chunk))
     sketches = {
-        k: _compile(sketch, state, first, searches.directions(jax.random.key(0), k))[0] for k in ks
+        k: compile_timed(sketch, state, first, searches.directions(jax.random.key(0), k))[0]
+        for k in ks
     }
     step = jax.jit(functools.partial(train_step, tx=tx, loss=config.loss), donate_argnums=0)
     times: dict = {"exact": [], "gradients": [], **{k: [] for k in ks}}
@@ -816,39 +787,6 @@ def measure_agreement(args: argparse.Namespace) -> dict:
 
 # ----------------------------------------------------------------------------------------------
 # Report
-
-
-def _host_memory_gib() -> float:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError):
-        return math.nan
-
-
-def _git_commit() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        # Changes to tracked files, or this script itself not committed as it is.
-        dirty = any(
-            subprocess.run(
-                ["git", "status", "--porcelain", *extra],
-                cwd=root,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-            for extra in (["--untracked-files=no"], ["--", str(Path(__file__).resolve())])
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("+dirty" if dirty else "")
 
 
 def cost_markdown(cost: dict, args: argparse.Namespace) -> list[str]:
@@ -1036,19 +974,10 @@ def agreement_markdown(result: dict) -> list[str]:
     return lines
 
 
-def append_results(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        path.write_text(HEADER)
-    with path.open("a") as file:
-        file.write("\n" + text)
-
-
 def main(argv: Sequence[str] | None = None) -> dict:
     command = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(command)
-    _CLOCK["start"] = time.perf_counter()
+    restart_clock()
     device = jax.devices()[0]
     load_start = os.getloadavg()
     log(
@@ -1057,18 +986,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     cost = measure_cost(args)
     agreement = measure_agreement(args) if args.agreement else None
-    wall = time.perf_counter() - _CLOCK["start"]
-    load_end = os.getloadavg()
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    wall = elapsed()
     lines = [
-        f"## fdg_search, {now}",
-        "",
-        f"- device: {device.device_kind} ({device.platform}, {len(jax.devices())} device(s), "
-        f"{os.cpu_count()} CPU cores, {_host_memory_gib():.0f} GiB host memory)",
-        f"- jax {jax.__version__}, flax {flax.__version__}, commit {_git_commit()}",
-        f"- command: `{shlex.join(['python', '-m', 'benchmarks.fdg_search', *command])}`",
-        f"- wall time {wall:.0f} s; load average (1 min) {load_start[0]:.2f} at the start, "
-        f"{load_end[0]:.2f} at the end",
+        *section_header(
+            "fdg_search",
+            command,
+            device=f"{device.device_kind} ({device.platform}, {len(jax.devices())} device(s))",
+            versions=f"jax {jax.__version__}, flax {flax.__version__}",
+            load_start=load_start[0],
+        ),
         "",
         *cost_markdown(cost, args),
     ]

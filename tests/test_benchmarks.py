@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import fdg_search
+from benchmarks import common, fdg_search
 from jsnn import train
 from jsnn.train.optim import optimizer
 

@@ -1,0 +1,151 @@
+"""What every benchmark script shares: timing, memory, the run's provenance and RESULTS.md.
+
+Only the standard library at import time: the peers' worker (:mod:`benchmarks.peers`) imports
+this module inside the peers' own virtual environment, where jsnn is not installed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import resource
+import shlex
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+HEADER = """# Benchmark results
+
+Each section below is one run of a script in `benchmarks/`, appended by the script itself
+(newest last): date, device, library versions, git commit ("+dirty": with uncommitted
+changes), the exact command, and its tables. Timings from a shared or busy machine are noisy;
+the load average during the run is recorded with them. Rows marked "extrapolated" were not run
+whole; each section says how they were computed.
+"""
+
+_CLOCK = {"start": time.perf_counter()}
+
+
+def restart_clock() -> None:
+    _CLOCK["start"] = time.perf_counter()
+
+
+def elapsed() -> float:
+    return time.perf_counter() - _CLOCK["start"]
+
+
+def log(message: str) -> None:
+    print(f"[{elapsed():7.1f}s] {message}", flush=True)
+
+
+def timed_runs(
+    run: Callable[[], object], sync: Callable[[object], object], repeats: int, *, warmup: int = 1
+) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls of ``run`` after ``warmup`` untimed ones; every
+    call is waited for with ``sync`` (``jax.block_until_ready``, ``torch.cuda.synchronize``) so
+    asynchronous dispatch is not mistaken for speed."""
+    for _ in range(warmup):
+        sync(run())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sync(run())
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def median_time(
+    run: Callable[[], object], sync: Callable[[object], object], repeats: int, *, warmup: int = 1
+) -> float:
+    return statistics.median(timed_runs(run, sync, repeats, warmup=warmup))
+
+
+def compile_timed(jitted, *args) -> tuple[object, float]:
+    """``jitted.lower(*args).compile()`` and the seconds it took."""
+    start = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def temp_mib(compiled) -> float | None:
+    """XLA's temporary buffers of a compiled function (arguments and outputs apart)."""
+    try:
+        analysis = compiled.memory_analysis()
+    except Exception:  # not every backend reports it
+        return None
+    return None if analysis is None else analysis.temp_size_in_bytes / 2**20
+
+
+def max_rss_mib() -> float:
+    """The process's peak resident set since it started."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_memory_mib() -> tuple[float, str]:
+    """The JAX device's peak memory in use (accelerators) or the process's peak resident set
+    (CPU: a crude upper bound of what JAX needed, both since the start)."""
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        if "peak_bytes_in_use" in stats:
+            return stats["peak_bytes_in_use"] / 2**20, "device peak bytes in use"
+    return max_rss_mib(), "process max RSS"
+
+
+def host_memory_gib() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        return float("nan")
+
+
+def git_commit(script: str | Path) -> str:
+    """The short commit, "+dirty" with changes to tracked files or ``script`` uncommitted."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = any(
+            git("status", "--porcelain", *extra)
+            for extra in (["--untracked-files=no"], ["--", str(Path(script).resolve())])
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def section_header(
+    script: str, command: Sequence[str], *, device: str, versions: str, load_start: float
+) -> list[str]:
+    """The lines every appended section starts with: title, device, versions, commit, command,
+    wall time and load (``load_start``: the 1-minute load average when the run began)."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return [
+        f"## {script}, {now}",
+        "",
+        f"- device: {device} ({os.cpu_count()} CPU cores, {host_memory_gib():.0f} GiB host memory)",
+        f"- {versions}, commit {git_commit(Path(__file__).with_name(script + '.py'))}",
+        f"- command: `{shlex.join(['python', '-m', f'benchmarks.{script}', *command])}`",
+        f"- wall time {elapsed():.0f} s; load average (1 min) {load_start:.2f} at the start, "
+        f"{os.getloadavg()[0]:.2f} at the end",
+    ]
+
+
+def append_results(path: Path, text: str) -> None:
+    """Appends ``text`` to ``path``, starting the file with :data:`HEADER` if it is new."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(HEADER)
+    with path.open("a") as file:
+        file.write("\n" + text)
