@@ -1,11 +1,20 @@
-"""Neuron dynamics over whole sequences: pure functions scanned over time with ``lax.scan``.
+"""Neuron dynamics over whole sequences: pure functions looped over time.
 
 This is the only place where neurons are stepped through time; layers and models call it.
+
+A layer of neurons is one ``jax.custom_vjp``: its forward loop keeps a single array of the size
+of the input as residual (the pre-spike membrane), and its backward pass is one reverse loop
+written out by hand (backpropagation through time of Dspike Eq. 1-2). Autodiff of the same loop
+stored more and ran a backward pass several times slower than the forward. Both loops read and
+write the time axis where it lies (``dynamic_slice`` at step ``t``, updated in place) instead of
+moving it to the front for ``lax.scan``: the two transposes of every input and output cost more
+than the loop itself on a CPU. ``python -m benchmarks.lif_layer`` measures the result.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import functools
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -71,8 +80,8 @@ def lif(
         raise ValueError(
             f"time_axis={time_axis} does not exist for currents of shape {currents.shape}"
         )
-    steps = jnp.moveaxis(currents, time_axis, 0)
-    step_shape = steps.shape[1:]
+    time_axis %= ndim
+    step_shape = currents.shape[:time_axis] + currents.shape[time_axis + 1 :]
     for name, value in (("decay", decay), ("v_th", v_th)):
         try:
             fits = np.broadcast_shapes(np.shape(value), step_shape) == step_shape
@@ -83,29 +92,157 @@ def lif(
                 f"{name} of shape {np.shape(value)} must broadcast to one time step of "
                 f"currents, shape {step_shape}"
             )
-    dtype = currents.dtype
-    decay = jnp.asarray(decay, dtype)
-    v_th = jnp.asarray(v_th, dtype)
+    # bf16/f16 currents still integrate in float32: the membrane is a long running sum.
+    state_dtype = jnp.promote_types(currents.dtype, jnp.float32)
+    decay = jnp.asarray(decay, state_dtype)
+    v_th = jnp.asarray(v_th, state_dtype)
     if v0 is None:
-        v0 = jnp.zeros(step_shape, dtype)
+        v0 = jnp.zeros(step_shape, state_dtype)
     else:
-        v0 = floating_array("v0", v0).astype(dtype)
+        v0 = floating_array("v0", v0).astype(state_dtype)
         if v0.shape != step_shape:
             raise ValueError(
                 f"v0 must have the shape of one time step of currents, {step_shape}; got {v0.shape}"
             )
+    options = _Options(reset, detach_reset, return_membrane, time_axis)
+    return _lif_loop(currents, v0, decay, v_th, surrogate, options)
 
-    def step(u, c):
-        u_pre = decay * u + c
+
+def _after_reset(u_pre, s, v_th, reset: str):
+    """The membrane after the spike ``s``: Dspike Eq. 2 (hard), reset by subtraction (soft)."""
+    if reset == "hard":
+        return u_pre * (1 - s)
+    if reset == "soft":
+        return u_pre - v_th * s
+    return u_pre
+
+
+class _Options(NamedTuple):
+    """The static choices of :func:`lif` (hashable: a ``nondiff_argnums`` argument)."""
+
+    reset: str
+    detach_reset: bool
+    return_membrane: bool
+    time_axis: int
+
+
+def _at(array: jax.Array, t, axis: int) -> jax.Array:
+    return jax.lax.dynamic_index_in_dim(array, t, axis, keepdims=False)
+
+
+def _put(array: jax.Array, value: jax.Array, t, axis: int) -> jax.Array:
+    return jax.lax.dynamic_update_index_in_dim(array, value.astype(array.dtype), t, axis)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _lif_loop(currents, v0, decay, v_th, surrogate, options: _Options):
+    """The loop of :func:`lif`: spikes (and ``u_pre`` if asked), time on ``options.time_axis``."""
+    spikes, u_pre = _forward(currents, v0, decay, v_th, surrogate, options)
+    return (spikes, u_pre) if options.return_membrane else spikes
+
+
+def _forward(currents, v0, decay, v_th, surrogate, options: _Options):
+    axis = options.time_axis
+
+    def step(t, carry):
+        u, spikes, membrane = carry
+        u_pre = decay * u + _at(currents, t, axis).astype(u.dtype)
         s = surrogate(u_pre - v_th)
-        s_reset = jax.lax.stop_gradient(s) if detach_reset else s
-        if reset == "hard":
-            u = u_pre * (1 - s_reset)
-        elif reset == "soft":
-            u = u_pre - v_th * s_reset
-        else:
-            u = u_pre
-        return u, ((s, u_pre) if return_membrane else s)
+        u = _after_reset(u_pre, s, v_th, options.reset)
+        return u, _put(spikes, s, t, axis), _put(membrane, u_pre, t, axis)
 
-    _, outputs = jax.lax.scan(step, v0, steps)
-    return jax.tree.map(lambda y: jnp.moveaxis(y, 0, time_axis), outputs)
+    empty = (jnp.zeros_like(currents), jnp.zeros(currents.shape, v0.dtype))
+    _, spikes, u_pre = jax.lax.fori_loop(0, currents.shape[axis], step, (v0, *empty))
+    return spikes, u_pre
+
+
+def _lif_loop_fwd(currents, v0, decay, v_th, surrogate, options: _Options):
+    spikes, u_pre = _forward(currents, v0, decay, v_th, surrogate, options)
+    outputs = (spikes, u_pre) if options.return_membrane else spikes
+    # The only residual of size T: u_pre. Spikes, resets and earlier membranes are recomputed.
+    return outputs, (u_pre, v0, decay, v_th, surrogate)
+
+
+def _lif_loop_bwd(options: _Options, residuals, cotangents):
+    """Backpropagation through time of the whole layer in one reverse loop.
+
+    With ``g_u`` the gradient reaching ``u[t]`` from step ``t+1`` (``decay * g_pre[t+1]``)::
+
+        g_s[t]   = ds[t] + g_u * du[t]/ds[t]          (0 from the reset when detached)
+        g_pre[t] = du_pre[t] + g_u * du[t]/du_pre[t] + g_s[t] * surrogate'(u_pre[t] - v_th)
+        dc[t]    = g_pre[t]
+
+    The gradients of ``v0``, ``decay`` and ``v_th`` follow from ``g_pre`` without another loop
+    (XLA drops them when nothing asks for them).
+    """
+    u_pre, v0, decay, v_th, surrogate = residuals
+    reset, axis = options.reset, options.time_axis
+    if options.return_membrane:
+        d_spikes, d_u_pre = cotangents
+    else:
+        d_spikes, d_u_pre = cotangents, None
+
+    def reset_partials(u, s):
+        """(du/du_pre, du/ds) of the membrane after the reset."""
+        if reset == "hard":
+            return 1 - s, -u
+        return jnp.ones_like(u), -v_th  # soft; with no reset, du/ds is never asked for
+
+    def spike_gradient(g_u, u, s, ds):
+        if options.detach_reset or reset == "none":  # no gradient from the reset
+            return ds
+        return ds + g_u * reset_partials(u, s)[1]
+
+    steps = u_pre.shape[axis]
+
+    def step(i, carry):
+        g_u, g_pre_all = carry
+        t = steps - 1 - i
+        u = _at(u_pre, t, axis)
+        s = surrogate(u - v_th)
+        g_s = spike_gradient(g_u, u, s, _at(d_spikes, t, axis).astype(u.dtype))
+        g_pre = g_u * reset_partials(u, s)[0] + g_s * surrogate.derivative(u - v_th)
+        if d_u_pre is not None:
+            g_pre = g_pre + _at(d_u_pre, t, axis)
+        return decay * g_pre, _put(g_pre_all, g_pre, t, axis)
+
+    start = (jnp.zeros_like(v0), jnp.zeros_like(u_pre))
+    g_v0, g_pre = jax.lax.fori_loop(0, steps, step, start)
+    # The parameters' gradients from the same quantities, for all steps at once.
+    spikes = surrogate(u_pre - v_th)
+
+    def shifted(x, first):
+        """``x`` one step later along time: ``[first, x[0], ..., x[T-2]]``."""
+        return jnp.concatenate([jnp.expand_dims(first, axis), _drop_last(x, axis)], axis)
+
+    def ahead(x):
+        """``x`` one step earlier along time: ``[x[1], ..., x[T-1], 0]``."""
+        return jnp.flip(shifted(jnp.flip(x, axis), jnp.zeros_like(v0)), axis)
+
+    g_u = decay * ahead(g_pre)
+    u_before = shifted(_after_reset(u_pre, spikes, v_th, reset), v0)
+    g_v_th = -spike_gradient(g_u, u_pre, spikes, d_spikes) * surrogate.derivative(u_pre - v_th)
+    if reset == "soft":
+        g_v_th = g_v_th - g_u * spikes
+    return (
+        g_pre.astype(d_spikes.dtype),
+        g_v0,
+        _sum_to_shape(g_pre * u_before, decay.shape, axis),
+        _sum_to_shape(g_v_th, v_th.shape, axis),
+        jax.tree.map(jnp.zeros_like, surrogate),
+    )
+
+
+def _drop_last(x: jax.Array, axis: int) -> jax.Array:
+    return jax.lax.slice_in_dim(x, 0, x.shape[axis] - 1, axis=axis)
+
+
+def _sum_to_shape(per_step: jax.Array, shape: tuple[int, ...], axis: int) -> jax.Array:
+    """Sums ``per_step`` over the time ``axis`` and the axes ``shape`` was broadcast along."""
+    total = per_step.sum(axis)
+    total = total.sum(axis=tuple(range(total.ndim - len(shape))))
+    keep = tuple(i for i, size in enumerate(shape) if size == 1 and total.shape[i] != 1)
+    return total.sum(axis=keep, keepdims=True)
+
+
+_lif_loop.defvjp(_lif_loop_fwd, _lif_loop_bwd)

@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from jax.ad_checkpoint import print_saved_residuals
 
 import jsnn
 from jsnn.neuron import lif
@@ -297,6 +298,71 @@ def test_gradients_match_unrolled_loop_rectangular():
     _, want = loop_value_and_grads(args, w_s, w_u, surrogate, **options)
     for arg, g, w in zip(ARGUMENTS, got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=arg)
+
+
+@pytest.mark.parametrize("reset", RESETS)
+def test_gradients_on_time_axis_one_with_broadcast_parameters(reset):
+    # Batch-major [B, T, N] as the layers call it, scalar decay and v_th: their gradients are
+    # summed over time, batch and neurons; the reference is the time-major loop.
+    surrogate, edges = SURROGATES["dspike"]
+    rng = np.random.default_rng(3)
+    decay, v_th = np.float32(0.7), np.float32(0.8)
+    for _ in range(50):
+        c = rng.uniform(-0.4, 1.2, (8, 3, 4)).astype(np.float32)  # [T, B, N]
+        s, u = numpy_lif(c, decay, v_th, reset)
+        if min_distance(u, v_th, 0, edges) > MARGIN and 0 < s.sum() < s.size:
+            break
+    w_s, w_u = rng.normal(size=(2, 3, 8, 4)).astype(np.float32)  # [B, T, N]
+
+    def loss(c, decay, v_th):
+        options = dict(surrogate=surrogate, reset=reset, time_axis=1, return_membrane=True)
+        outputs = lif(c, decay=decay, v_th=v_th, **options)
+        return weighted_loss(outputs, w_s, w_u)
+
+    def reference(c, decay, v_th):
+        zeros = jnp.zeros(c.shape[1:])
+        options = dict(surrogate=surrogate, reset=reset, detach_reset=False)
+        outputs = loop_lif(c, decay, v_th, zeros, **options)
+        return weighted_loss([jnp.swapaxes(y, 0, 1) for y in outputs], w_s, w_u)
+
+    args = (jnp.swapaxes(jnp.asarray(c), 0, 1), decay, v_th)
+    got = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(*args)
+    want = jax.grad(reference, argnums=(0, 1, 2))(jnp.asarray(c), decay, v_th)
+    want = (jnp.swapaxes(want[0], 0, 1), *want[1:])
+    for arg, g, w in zip(ARGUMENTS, got, want, strict=False):
+        assert g.shape == w.shape, arg
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=arg)
+
+
+def test_backward_keeps_one_membrane_sized_residual(capsys):
+    # The layer's custom_vjp stores u_pre only: spikes, resets and earlier membranes are
+    # recomputed in the backward loop.
+    c = jnp.ones((4, 9, 5))
+    print_saved_residuals(lambda c: lif(c, decay=0.5, v_th=1.0, surrogate=Dspike(), time_axis=1), c)
+    residuals = capsys.readouterr().out.splitlines()
+    sized = [line.split()[0] for line in residuals if "[4,9,5]" in line]
+    assert sized in (["f32[4,9,5]"], ["float32[4,9,5]"]), residuals
+
+
+def test_bfloat16_currents_integrate_in_float32():
+    rng = np.random.default_rng(0)
+    c = jnp.asarray(rng.uniform(-0.5, 1.5, (2, 30, 16)), jnp.bfloat16)
+    kwargs = dict(decay=0.9, v_th=1.0, surrogate=Dspike(), time_axis=1, return_membrane=True)
+    s, u = lif(c, **kwargs)
+    assert s.dtype == jnp.bfloat16 and u.dtype == jnp.float32
+    # Exactly the float32 dynamics of the same (rounded) currents: the state never rounds.
+    want_s, want_u = lif(c.astype(jnp.float32), **kwargs)
+    np.testing.assert_array_equal(np.asarray(s, np.float32), want_s)
+    np.testing.assert_array_equal(u, want_u)
+
+    def loss(c):
+        return jnp.sum(lif(c, **{**kwargs, "return_membrane": False}).astype(jnp.float32))
+
+    grad = jax.grad(loss)(c)
+    assert grad.dtype == jnp.bfloat16
+    np.testing.assert_allclose(
+        np.asarray(grad, np.float32), jax.grad(loss)(c.astype(jnp.float32)), rtol=1e-2, atol=1e-2
+    )
 
 
 # ---------------------------------------------------------------------------------------------
