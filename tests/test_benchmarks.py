@@ -102,7 +102,7 @@ def test_benchmark_writes_its_tables_with_measured_numbers(tmp_path, capsys):
     assert "### Agreement with the exact search" in capsys.readouterr().out
     assert out["agreement"]["points"] == 2
     assert len(out["agreement"]["decisions"]) == 2 * 3  # the run's b and a grid of 2
-    fdg_search.append_results(results, "## fdg_search, later\n")
+    common.append_results(results, "## fdg_search, later\n")
     text = results.read_text()
     assert text.count("# Benchmark results") == 1 and text.count("## fdg_search, ") == 2
     assert text.index("### Agreement") < text.index("## fdg_search, later")
