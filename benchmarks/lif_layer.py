@@ -346,14 +346,14 @@ def markdown(args: argparse.Namespace, platform: str, results: dict[int, list[di
             f"**n = {n}**",
             "",
             "| framework | variant | version | median (ms) | x floor | jsnn faster | "
-            "over own floor (ms) | peak memory (MiB) | XLA temp (MiB) | notes |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "over own floor (ms) | peak memory (MiB) | XLA temp (MiB) |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for row in sorted(rows, key=lambda row: row.get("median_s") or float("inf")):
             if row.get("skipped"):
                 lines.append(
-                    f"| {row['framework']} | {row.get('variant') or '-'} | - | skipped | - | - | "
-                    f"- | - | - | {row['skipped']} |"
+                    f"| {row['framework']} | {row.get('variant') or '-'} | - | "
+                    f"skipped: {row['skipped']} | - | - | - | - | - |"
                 )
                 continue
             x_floor = x_ours = over = "-"
@@ -367,9 +367,17 @@ def markdown(args: argparse.Namespace, platform: str, results: dict[int, list[di
                 f"| {row['framework']} | {row['variant']} | {row.get('version') or '-'} | "
                 f"{row['median_s'] * 1e3:.1f} | {x_floor} | {x_ours} | {over} | "
                 f"{_mib(row['peak_mib'])} | "
-                f"{_mib(row.get('temp_mib'))} | {row.get('notes') or ''} |"
+                f"{_mib(row.get('temp_mib'))} |"
             )
         lines += ["", *check_targets(platform, n, rows), *neuron_cost(rows)]
+    notes = {
+        row["framework"]: row["notes"]
+        for rows in results.values()
+        for row in rows
+        if not row.get("skipped") and row.get("notes")
+    }
+    lines += ["", "How each framework ran:", ""]
+    lines += [f"- {framework}: {note}" for framework, note in notes.items()]
     return lines
 
 

@@ -28,6 +28,7 @@ def test_tiny_run_times_jsnn_and_the_floor(tmp_path):
     assert floor[4] == "1.000" and float(jsnn[4]) > 0 and jsnn[5] == "1.00"
     assert floor[6] == "-" and re.fullmatch(r"-?[0-9]+\.[0-9]", jsnn[6])  # over own floor
     assert "Peers not run: no virtual environment" in text
+    assert "- jsnn: LIF decay 0.8, v_th 1, hard reset, arctan" in text
     ours = {row["framework"]: row for row in out["results"][64]}
     assert 0 < ours["jsnn"]["spike_rate"] < 1 and ours["jsnn"]["grad_norm"] > 0
 
