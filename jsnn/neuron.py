@@ -151,8 +151,11 @@ def _forward(currents, v0, decay, v_th, surrogate, options: _Options):
         u = _after_reset(u_pre, s, v_th, options.reset)
         return u, _put(spikes, s, t, axis), _put(membrane, u_pre, t, axis)
 
-    empty = (jnp.zeros_like(currents), jnp.zeros(currents.shape, v0.dtype))
-    _, spikes, u_pre = jax.lax.fori_loop(0, currents.shape[axis], step, (v0, *empty))
+    # Every slot is overwritten. Starting from arrays that exist anyway rather than from
+    # zeros matters: XLA on CPU creates zero buffers at the start of the whole program, which
+    # keeps every layer's buffers alive through a rematerialised training step.
+    buffers = (currents, currents.astype(v0.dtype))
+    _, spikes, u_pre = jax.lax.fori_loop(0, currents.shape[axis], step, (v0, *buffers))
     return spikes, u_pre
 
 
@@ -206,7 +209,7 @@ def _lif_loop_bwd(options: _Options, residuals, cotangents):
             g_pre = g_pre + _at(d_u_pre, t, axis)
         return decay * g_pre, _put(g_pre_all, g_pre, t, axis)
 
-    start = (jnp.zeros_like(v0), jnp.zeros_like(u_pre))
+    start = (jnp.zeros_like(v0), d_spikes.astype(u_pre.dtype))  # overwritten, see _forward
     g_v0, g_pre = jax.lax.fori_loop(0, steps, step, start)
     # The parameters' gradients from the same quantities, for all steps at once.
     spikes = surrogate(u_pre - v_th)

@@ -4,9 +4,14 @@ Both normalise each channel with statistics over every other axis: time, batch a
 tdBN (Zheng et al. 2021, as used by Dspike Eq. 4-5) multiplies the normalised input by
 ``alpha * v_th``; time-folded BN (DSR supplement C.2: time and batch merged into one batch axis)
 is the same with ``alpha * v_th = 1``.
+
+Both compute in float32 at least: with bfloat16 activations the statistics are float32, and
+the normalised output comes back in the input's dtype.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -25,12 +30,32 @@ def batch_statistics(x: jax.Array, feature_axis: int = -1) -> tuple[jax.Array, j
     """Per-channel mean and (biased) variance of ``x`` over all axes but ``feature_axis``.
 
     These are E[C] and VAR(C) of Dspike Eq. 4, taken over time, batch and space together.
-    Under ``jit`` with the batch sharded over devices they are global statistics.
+    Under ``jit`` with the batch sharded over devices they are global statistics. Computed in
+    float32 at least (and returned so) whatever the dtype of ``x``; the backward pass keeps
+    only ``x`` (no centred copy of it).
     """
-    axes = _reduce_axes(x, feature_axis)
+    return _moments(x, _reduce_axes(x, feature_axis))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _moments(x: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    x = x.astype(_at_least_float32(x.dtype))
     mean = jnp.mean(x, axis=axes)
     var = jnp.mean(jnp.square(x - jnp.expand_dims(mean, axes)), axis=axes)
     return mean, var
+
+
+@_moments.defjvp
+def _moments_jvp(axes, primals, tangents):
+    # d var = 2 E[(x - E[x]) dx], written 2 (E[x dx] - E[x] E[dx]) so that the only
+    # full-size value the backward pass needs is x itself.
+    (x,), (dx,) = primals, tangents
+    mean, var = _moments(x, axes)
+    dtype = mean.dtype
+    x, dx = x.astype(dtype), dx.astype(dtype)
+    dmean = jnp.mean(dx, axis=axes)
+    dvar = 2 * (jnp.mean(x * dx, axis=axes) - mean * dmean)
+    return (mean, var), (dmean, dvar)
 
 
 def normalize(
@@ -48,11 +73,16 @@ def normalize(
 
     Dspike Eq. 4 (normalise, with ``scale = alpha * v_th`` for tdBN) followed by Eq. 5 (affine).
     ``mean``, ``var``, ``gamma`` and ``beta`` are vectors over the channel axis ``feature_axis``.
+    Computed in float32 at least; the result has the dtype of ``x``.
     """
     axes = _reduce_axes(x, feature_axis)
+    # One multiply-add per element, x * a + b, with the per-channel a and b: the backward pass
+    # then keeps only x (and vectors), not the centred or normalised copies.
+    a = gamma * scale * jax.lax.rsqrt(var + epsilon)
+    b = beta - mean * a
+    y = x.astype(_at_least_float32(x.dtype)) * jnp.expand_dims(a, axes)
+    return (y + jnp.expand_dims(b, axes)).astype(x.dtype)
 
-    def per_channel(v):
-        return jnp.expand_dims(v, axes)
 
-    normalized = scale * (x - per_channel(mean)) * jax.lax.rsqrt(per_channel(var) + epsilon)
-    return per_channel(gamma) * normalized + per_channel(beta)
+def _at_least_float32(dtype: jnp.dtype) -> jnp.dtype:
+    return jnp.promote_types(dtype, jnp.float32)

@@ -544,3 +544,104 @@ def test_constructor_arguments_are_checked():
         models.get("resnet19", step=6, rngs=_rngs(0))
     with pytest.raises(ValueError, match="dropout must lie in"):
         models.vgg11(dropout=1.0, rngs=_rngs(0))
+
+
+# --------------------------------------------------------------------- remat and compute dtype
+
+# XLA's CPU pipeline drops remat's optimisation barriers unless told not to (what the trainer
+# does, jsnn.train.compiler_options); with them dropped the recomputation is merged away and
+# the test would compare a model with itself.
+REMAT_OPTIONS = {**FAST, "xla_disable_hlo_passes": "cse_barrier_expander"}
+
+
+def test_remat_gives_the_same_loss_gradients_and_statistics():
+    # A SEW ResNet: a stem conv unit and a block with a projection shortcut, both rematerialised.
+    def model(**options):
+        return models.ResNet(
+            stem="cifar",
+            widths=(4,),
+            blocks=(1,),
+            strides=(2,),
+            block="sew",
+            num_classes=CLASSES,
+            in_channels=1,
+            steps=STEPS,
+            rngs=_rngs(0),
+            **options,
+        )
+
+    x = _image("digits_net", steps=STEPS)
+    labels = jnp.arange(BATCH) % CLASSES
+
+    def step(model):
+        graphdef, state = nnx.split(model)
+
+        def run(state):
+            model = nnx.merge(graphdef, state)
+            loss_fn = lambda m: mean_output_cross_entropy(m(x), labels)  # noqa: E731
+            loss, grads = nnx.value_and_grad(loss_fn)(model)
+            return loss, grads, nnx.state(model, nnx.BatchStat)
+
+        compiled = jax.jit(run, compiler_options=REMAT_OPTIONS).lower(state).compile()
+        return compiled.as_text(), compiled(state)
+
+    plain = step(model())[1]
+    for remat in ("block", "conv"):
+        hlo, got = step(model(remat=remat))
+        assert "rematted_computation" in hlo  # the recomputation was compiled, not merged away
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), plain, got
+        )
+
+
+def test_dtype_option_computes_in_bfloat16_and_keeps_float32_parameters():
+    model = models.digits_net(num_classes=CLASSES, steps=STEPS, dtype="bfloat16", rngs=_rngs(0))
+    layers = _layers(model, nnx.Conv) + _layers(model, nnx.Linear)
+    assert layers and all(layer.dtype == jnp.bfloat16 for layer in layers)
+    params = nnx.state(model, nnx.Param)
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype("float32")}
+    loss, out, grads, stats = _train_step(model, _image("digits_net"), jnp.arange(BATCH) % CLASSES)
+    assert out.dtype == jnp.bfloat16 and np.isfinite(float(loss))
+    assert {leaf.dtype for leaf in jax.tree.leaves(grads)} == {jnp.dtype("float32")}
+    assert {leaf.dtype for leaf in jax.tree.leaves(stats)} == {jnp.dtype("float32")}
+    twin = models.ann_twin("digits_net", dtype=jnp.bfloat16, remat="block", rngs=_rngs(0))
+    assert twin.fc.dtype == jnp.bfloat16 and twin.remat == "block"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(remat="all"), r"remat must be one of \('none', 'block', 'conv'\), got 'all'"),
+        (dict(dtype="int8"), "dtype must be a floating-point dtype or None, got 'int8'"),
+        (dict(dtype="half-ish"), "dtype must be a floating-point dtype or None"),
+    ],
+)
+def test_remat_and_dtype_options_are_checked(options, message):
+    with pytest.raises(ValueError, match=message):
+        models.digits_net(rngs=_rngs(0), **options)
+
+
+def test_convolutions_of_maps_smaller_than_the_kernel_are_patch_products():
+    # XLA's CPU backend is ~15x slower on such maps; the zoo's conv computes them as a product
+    # of the input's patches with the same kernel (same parameters, same results).
+    layer = models.common.conv(8, 16, 3, bias=True, rngs=_rngs(0))
+    layer.bias[...] = jnp.arange(16.0)
+
+    def both(x, stride):
+        want = jax.lax.conv_general_dilated(
+            x,
+            layer.kernel[...],
+            (stride, stride),
+            ((1, 1), (1, 1)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        return layer(x), want + layer.bias[...]
+
+    for size, stride in ((1, 1), (2, 2), (5, 1)):
+        layer.strides = (stride, stride)
+        x = jax.random.normal(jax.random.key(size), (3, size, size, 8))
+        np.testing.assert_allclose(
+            *jax.jit(both, static_argnums=1)(x, stride), rtol=1e-5, atol=1e-5
+        )
+        jaxpr = str(jax.make_jaxpr(lambda x: layer(x))(x))
+        assert ("dot_general" in jaxpr) == (size < 3), (size, stride)

@@ -11,12 +11,16 @@ with E and VAR per channel over time, batch and space together, and against DSR 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from jax.ad_checkpoint import print_saved_residuals
 
 import jsnn
 from jsnn import norm
@@ -100,6 +104,74 @@ def test_batch_statistics_bad_feature_axis():
     for axis in (3, -4):
         with pytest.raises(ValueError, match="feature_axis"):
             norm.batch_statistics(x, axis)
+
+
+def _tdbn(x, gamma, beta):
+    mean, var = norm.batch_statistics(x)
+    return norm.normalize(x, mean, var, gamma=gamma, beta=beta, scale=0.35, epsilon=EPS)
+
+
+def _textbook_tdbn(x, gamma, beta):
+    """Eq. 4-5 written out in jnp, two-pass variance: the reference for the gradients."""
+    mean = x.mean(axis=(0, 1, 2, 3))
+    var = jnp.square(x - mean).mean(axis=(0, 1, 2, 3))
+    return gamma * 0.35 * (x - mean) / jnp.sqrt(var + EPS) + beta
+
+
+def test_gradients_and_tangents_match_the_textbook_formulas():
+    x = jnp.asarray(_input(21))
+    gamma, beta = map(jnp.asarray, _affine(22, SHAPE[-1]))
+    weights = jnp.asarray(np.random.default_rng(23).normal(size=SHAPE).astype(np.float32))
+
+    def loss(f):
+        return lambda *args: jnp.sum(jnp.sin(f(*args)) * weights)
+
+    got = jax.grad(loss(_tdbn), argnums=(0, 1, 2))(x, gamma, beta)
+    want = jax.grad(loss(_textbook_tdbn), argnums=(0, 1, 2))(x, gamma, beta)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    tangents = (weights, gamma, beta)
+    np.testing.assert_allclose(
+        jax.jvp(_tdbn, (x, gamma, beta), tangents)[1],
+        jax.jvp(_textbook_tdbn, (x, gamma, beta), tangents)[1],
+        rtol=1e-4,
+        atol=1e-4,
+    )
+
+
+def test_backward_pass_keeps_only_the_input():
+    # The textbook form keeps the centred and the normalised copies of x for the backward pass
+    # too; batch_statistics and normalize keep x itself and per-channel vectors only.
+    x = jnp.asarray(_input(24))
+    gamma, beta = map(jnp.asarray, _affine(25, SHAPE[-1]))
+
+    def full_size(f):
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            print_saved_residuals(lambda *a: jnp.sum(f(*a) ** 2), x, gamma, beta)
+        shape = "f32[" + ",".join(map(str, SHAPE)) + "]"
+        return [line for line in printed.getvalue().splitlines() if line.startswith(shape)]
+
+    assert len(full_size(_textbook_tdbn)) >= 3
+    kept = full_size(_tdbn)
+    assert len(kept) == 2 and "argument a[0]" in kept[0]  # x, and the output for the square
+
+
+def test_bfloat16_input_gives_float32_statistics_and_bfloat16_output():
+    x = _input(26)
+    gamma, beta = _affine(27, SHAPE[-1])
+    x16 = jnp.asarray(x, jnp.bfloat16)
+    mean, var = norm.batch_statistics(x16)
+    assert mean.dtype == var.dtype == jnp.float32
+    np_mean, np_var, _ = _np_stats(np.asarray(x16, np.float32))
+    np.testing.assert_allclose(mean, np_mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(var, np_var, rtol=1e-5, atol=1e-5)
+    y = norm.normalize(x16, mean, var, gamma=gamma, beta=beta, scale=0.35, epsilon=EPS)
+    assert y.dtype == jnp.bfloat16
+    want = _np_tdbn(np.asarray(x16, np.float32), gamma, beta, 0.35)
+    np.testing.assert_allclose(np.asarray(y, np.float32), want, rtol=1e-2, atol=2e-2)
+    bn = jsnn.TDBatchNorm(SHAPE[-1])
+    assert bn(x16).dtype == jnp.bfloat16 and bn.mean[...].dtype == bn.var[...].dtype == jnp.float32
 
 
 # --------------------------------------------------------------------------- TDBatchNorm module

@@ -4,6 +4,7 @@ hooks, and the same losses on 1 and 4 devices and on 1 and 2 processes."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -94,7 +95,14 @@ def test_cli_overrides_any_field_and_the_T_alias():
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("epochs", 0), ("batch_size", -1), ("loss", "mse"), ("optimizer", "lamb"), ("lr", 0.0)],
+    [
+        ("epochs", 0),
+        ("batch_size", -1),
+        ("loss", "mse"),
+        ("optimizer", "lamb"),
+        ("lr", 0.0),
+        ("remat", "all"),
+    ],
 )
 def test_bad_config_values_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
@@ -263,3 +271,40 @@ def test_cpng_warmup_starts_at_a_tenth_of_the_learning_rate():
     np.testing.assert_allclose(float(schedule(0)), 0.01, rtol=1e-6)
     np.testing.assert_allclose(float(schedule(10)), 0.1, rtol=1e-6)
     assert float(schedule(200)) < 1e-8
+
+
+def test_remat_and_compute_dtype_reach_the_model_from_the_command_line():
+    config, _ = train.parse_args(
+        ["--remat", "block", "--compute-dtype", "bfloat16"],
+        {"base": train.Config()},
+        description="test",
+        default="base",
+    )
+    assert (config.remat, config.compute_dtype) == ("block", "bfloat16")
+    model = train.build_model(config, train.build_dataset(config))
+    assert model.remat == "block" and model.fc.dtype == jnp.bfloat16
+    # On CPU the step keeps remat's optimisation barriers (XLA's CPU pipeline drops them).
+    assert train.compiler_options("block", "cpu") == {
+        "xla_disable_hlo_passes": "cse_barrier_expander"
+    }
+    assert train.compiler_options("none", "cpu") == train.compiler_options("block", "gpu") == {}
+
+
+def test_bfloat16_step_is_close_to_float32_and_keeps_float32_state():
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        config = train.Config(compute_dtype=dtype)
+        dataset = train.build_dataset(config)
+        tx = train.optim.optimizer(config, steps_per_epoch=10)
+        state = train.TrainState.create(train.build_model(config, dataset), tx)
+        batch = dataset.train(batch_size=32, seed=0)[0]
+        batch = {**batch, "image": jnp.asarray(batch["image"], dtype)}  # as the loop casts it
+        step = jax.jit(functools.partial(train.train_step, tx=tx, loss=config.loss))
+        state, metrics = step(state, batch)
+        assert metrics["loss"].dtype == jnp.float32
+        floats = jax.tree.leaves((state.params, state.rest, state.opt_state))
+        floats = [leaf for leaf in floats if jnp.issubdtype(leaf.dtype, jnp.floating)]
+        assert {leaf.dtype for leaf in floats} == {jnp.dtype("float32")}
+        losses[dtype] = float(metrics["loss"])
+    assert np.isfinite(losses["bfloat16"])
+    np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=0.05)

@@ -25,6 +25,7 @@ from types import MappingProxyType
 
 from jsnn.models.common import (
     NEURON_KINDS,
+    REMAT_KINDS,
     Classifier,
     ConvUnit,
     NeuronFactory,
@@ -60,6 +61,7 @@ from jsnn.models.vgg import VGG, VGG_LAYOUTS, vgg11, vgg16
 
 __all__ = [
     "NEURON_KINDS",
+    "REMAT_KINDS",
     "VGG",
     "VGG_LAYOUTS",
     "BasicBlock",

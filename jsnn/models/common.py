@@ -22,10 +22,23 @@ free reshapes of contiguous batch-major arrays.
 ``functools.partial(jsnn.LIF)``: LIF, decay 0.25, ``v_th`` 0.5, Dspike; build others with
 :func:`neuron_factory`), ``norm`` (a factory ``num_features -> module``, default
 :class:`jsnn.TDBatchNorm`, tdBN; ``jsnn.TDBatchNorm.time_folded`` is plain time-folded BN),
-``spiking`` and ``rngs``. ``spiking=False`` builds the model's ANN twin: ReLU in every neuron
-slot, time-folded BN (scale 1) unless ``norm`` is given, input ``[B, H, W, C]``, output
-``[B, classes]``; its parameters have the spiking model's names and shapes (PLIF's learnt
-decays aside), so :func:`init_from_ann` initialises a spiking model from a trained twin.
+``spiking``, ``remat``, ``dtype`` and ``rngs``. ``spiking=False`` builds the model's ANN
+twin: ReLU in every neuron slot, time-folded BN (scale 1) unless ``norm`` is given, input
+``[B, H, W, C]``, output ``[B, classes]``; its parameters have the spiking model's names and
+shapes (PLIF's learnt decays aside), so :func:`init_from_ann` initialises a spiking model from
+a trained twin.
+
+**Memory and precision.** ``remat`` trades compute for memory in training:
+``"none"`` (default) keeps every intermediate of the forward pass for the backward pass;
+``"block"`` keeps only the input of each residual block (each conv unit in the nets without
+blocks) and recomputes the rest of the block in the backward pass (``nnx.remat`` saving
+nothing); ``"conv"`` does the same but keeps the convolution and linear outputs
+(``jax.checkpoint_policies.dots_saveable``), so the backward pass recomputes only the norms and
+neurons. Results are the same with each (the recomputation repeats the same operations).
+``dtype`` (default None: the parameters' float32, or whatever the input promotes to) is the
+dtype convolutions and linear layers compute in, e.g. ``jnp.bfloat16``; parameters stay
+float32 (their gradients too), norms compute their statistics in float32 at least
+(:mod:`jsnn.norm`) and return their input's dtype.
 
 **Initialisation.** Convolutions draw from N(0, 2 / (k^2 C_out)) (Kaiming normal, fan-out),
 as in the Dspike authors' modified ResNet (their public code), in DSR's PreAct-ResNet and
@@ -39,11 +52,13 @@ from __future__ import annotations
 import abc
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypedDict
+from types import MappingProxyType
+from typing import Any, Literal, TypedDict
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.typing import DTypeLike
 
 from jsnn._checks import floating_array, positive_int
 from jsnn.encoding import direct
@@ -53,11 +68,14 @@ from jsnn.surrogate import get as get_surrogate
 
 __all__ = [
     "NEURON_KINDS",
+    "REMAT_KINDS",
+    "REMAT_POLICIES",
     "Classifier",
     "ConvUnit",
     "NeuronFactory",
     "Neurons",
     "NormFactory",
+    "Remat",
     "SpikingOptions",
     "avg_pool",
     "conv",
@@ -69,6 +87,12 @@ __all__ = [
 NeuronFactory = Callable[[], nnx.Module]
 NormFactory = Callable[[int], nnx.Module]
 NEURON_KINDS: tuple[str, ...] = ("lif", "if", "plif")
+Remat = Literal["none", "block", "conv"]
+# What a rematerialised block keeps for the backward pass (None: nothing but its input).
+REMAT_POLICIES: Mapping[str, Callable[..., bool] | None] = MappingProxyType(
+    {"block": None, "conv": jax.checkpoint_policies.dots_saveable}
+)
+REMAT_KINDS: tuple[str, ...] = ("none", *REMAT_POLICIES)
 
 
 class SpikingOptions(TypedDict, total=False):
@@ -78,6 +102,8 @@ class SpikingOptions(TypedDict, total=False):
     neuron: NeuronFactory | None
     norm: NormFactory | None
     spiking: bool
+    remat: Remat
+    dtype: DTypeLike | None
 
 
 def neuron_factory(
@@ -156,6 +182,27 @@ class Neurons(nnx.Module):
 _conv_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+def _convolve(lhs, rhs, window_strides, padding, **options) -> jax.Array:
+    """``lax.conv_general_dilated`` for :func:`conv`'s convolutions (NHWC, no dilation, no
+    groups), except on maps smaller than the kernel, which are one matrix product of the
+    input's patches instead.
+
+    XLA's CPU backend has no fast path for those: a 3x3 convolution of eight 2x2 maps with 512
+    channels (the last stage of the modified ResNet-18 and of the VGGs on 32x32 inputs) took
+    200 ms on two cores where the patch product takes 12 ms; it was most of a training step.
+    The results are the same up to rounding, the parameters the same.
+    """
+    window = rhs.shape[:2]
+    if lhs.shape[1] >= window[0] and lhs.shape[2] >= window[1]:
+        return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, **options)
+    patches = jax.lax.conv_general_dilated_patches(
+        lhs, window, window_strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    # The patches' features run over (input channel, kernel row, kernel column).
+    kernel = jnp.transpose(rhs, (2, 0, 1, 3)).reshape(-1, rhs.shape[-1])
+    return jnp.dot(patches, kernel, preferred_element_type=options.get("preferred_element_type"))
+
+
 def conv(
     in_channels: int,
     out_channels: int,
@@ -177,6 +224,7 @@ def conv(
         padding=((pad, pad), (pad, pad)),
         use_bias=bias,
         kernel_init=_conv_init,
+        conv_general_dilated=_convolve,
         rngs=rngs,
     )
 
@@ -258,6 +306,11 @@ class Classifier(nnx.Module, abc.ABC):
         neuron = options.get("neuron")
         norm = options.get("norm")
         spiking = options.get("spiking", True)
+        remat = options.get("remat", "none")
+        if remat not in REMAT_KINDS:
+            raise ValueError(f"remat must be one of {REMAT_KINDS}, got {remat!r}")
+        self.remat = remat
+        self.dtype = _float_dtype(options.get("dtype"))
         self.num_classes = positive_int("num_classes", num_classes)
         self.in_channels = positive_int("in_channels", in_channels)
         self.steps = positive_int("steps", steps)
@@ -284,6 +337,20 @@ class Classifier(nnx.Module, abc.ABC):
         elif not callable(neuron):
             raise TypeError(f"neuron must be a zero-argument factory, got {neuron!r}")
         return neuron, TDBatchNorm if norm is None else norm
+
+    def _compute_in_dtype(self) -> None:
+        """Sets the ``dtype`` option on every convolution and linear layer; a subclass calls it
+        once its layers are built."""
+        for _, module in nnx.iter_modules(self):
+            if isinstance(module, nnx.Conv | nnx.Linear):
+                module.dtype = self.dtype
+
+    def _block(self, block: nnx.Module, x: jax.Array, steps: int) -> jax.Array:
+        """``block(x, steps)``, rematerialised in the backward pass as ``remat`` says."""
+        if self.remat == "none":
+            return block(x, steps)
+        remat = nnx.remat(lambda block, x: block(x, steps), policy=REMAT_POLICIES[self.remat])
+        return remat(block, x)
 
     @abc.abstractmethod
     def input_layer(self) -> nnx.Conv:
@@ -344,6 +411,18 @@ class Classifier(nnx.Module, abc.ABC):
         if not self.spiking:
             return y
         return y.reshape(y.shape[0] // steps, steps, *y.shape[1:])
+
+
+def _float_dtype(dtype: DTypeLike | None) -> jnp.dtype | None:
+    if dtype is None:
+        return None
+    try:
+        value = jnp.dtype(dtype)
+    except TypeError as error:
+        raise ValueError(f"dtype must be a floating-point dtype or None, got {dtype!r}") from error
+    if not jnp.issubdtype(value, jnp.floating):
+        raise ValueError(f"dtype must be a floating-point dtype or None, got {dtype!r}")
+    return value
 
 
 def _weights(model: nnx.Module) -> dict[tuple, nnx.Variable]:

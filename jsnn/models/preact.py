@@ -127,6 +127,7 @@ class PreActResNet(Classifier):
         self.fc = nnx.Linear(channels, num_classes, rngs=rngs)
         self.fc_norm = norm(num_classes)
         self.output_act = Neurons(neuron) if output_neuron else None
+        self._compute_in_dtype()
 
     def input_layer(self) -> nnx.Conv:
         return self.stem
@@ -135,7 +136,7 @@ class PreActResNet(Classifier):
         x = self.stem(x)
         for stage in self.stages:
             for block in stage:
-                x = block(x, steps)
+                x = self._block(block, x, steps)
         return self.act(self.norm(x), steps)
 
     def classify(self, x: jax.Array, steps: int) -> jax.Array:

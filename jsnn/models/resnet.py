@@ -241,20 +241,21 @@ class ResNet(Classifier):
             self.hidden = nnx.Linear(channels, hidden_features, rngs=rngs)
             self.hidden_act = Neurons(neuron)
             self.fc = nnx.Linear(hidden_features, num_classes, rngs=rngs)
+        self._compute_in_dtype()
 
     def input_layer(self) -> nnx.Conv:
         return self.stem[0].conv
 
     def features(self, x: jax.Array, steps: int) -> jax.Array:
         for unit in self.stem:
-            x = unit(x, steps)
+            x = self._block(unit, x, steps)
         if self.stem_kind == "modified":
             x = avg_pool(x, 2)
         elif self.stem_kind == "imagenet":
             x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for stage in self.stages:
             for block in stage:
-                x = block(x, steps)
+                x = self._block(block, x, steps)
         return x
 
     def classify(self, x: jax.Array, steps: int) -> jax.Array:

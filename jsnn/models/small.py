@@ -76,6 +76,7 @@ class ConvNet(Classifier):
         self.hidden = nnx.List(layers)
         self.hidden_acts = nnx.List(acts)
         self.fc = nnx.Linear(features, num_classes, rngs=rngs)
+        self._compute_in_dtype()
 
     def input_layer(self) -> nnx.Conv:
         return self.units[0].conv
@@ -83,7 +84,7 @@ class ConvNet(Classifier):
     def features(self, x: jax.Array, steps: int) -> jax.Array:
         units = iter(self.units)
         for entry in self.layout:
-            x = avg_pool(x, 2) if entry == "P" else next(units)(x, steps)
+            x = avg_pool(x, 2) if entry == "P" else self._block(next(units), x, steps)
         return x
 
     def classify(self, x: jax.Array, steps: int) -> jax.Array:

@@ -95,6 +95,7 @@ class VGG(Classifier):
         else:
             self.fc_norm = None
             self.output_act = None
+        self._compute_in_dtype()
 
     def input_layer(self) -> nnx.Conv:
         return self.units[0].conv
@@ -105,7 +106,7 @@ class VGG(Classifier):
             if entry == "P":
                 x = avg_pool(x, 2)
                 continue
-            x = next(units)(x, steps)
+            x = self._block(next(units), x, steps)
             if self.dropout is not None:
                 x = self.dropout(x)
         return x

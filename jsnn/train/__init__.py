@@ -9,7 +9,7 @@ from jsnn.train.dspike import temperature_search_hook
 from jsnn.train.loop import Hook, TrainingDiverged, evaluate, fit
 from jsnn.train.mesh import data_mesh, replicate, shard_batch
 from jsnn.train.metrics import plot_curves, plot_temperature, read_metrics
-from jsnn.train.step import TrainState, batch_loss, eval_step, train_step
+from jsnn.train.step import TrainState, batch_loss, compiler_options, eval_step, train_step
 
 __all__ = [
     "Config",
@@ -19,6 +19,7 @@ __all__ = [
     "batch_loss",
     "build_dataset",
     "build_model",
+    "compiler_options",
     "data_mesh",
     "eval_step",
     "evaluate",

@@ -10,6 +10,7 @@ import pathlib
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from jsnn import data, models, surrogate
@@ -37,11 +38,13 @@ def build_dataset(config: Config) -> data.Dataset:
 
 
 def build_model(config: Config, dataset: data.Dataset) -> Classifier:
-    """The model ``config.model`` shaped for ``dataset``, with the configured neurons and norm
-    (or, with ``spiking=False``, its ANN twin)."""
+    """The model ``config.model`` shaped for ``dataset``, with the configured neurons, norm,
+    rematerialisation and compute dtype (or, with ``spiking=False``, its ANN twin)."""
     kwargs = {
         "num_classes": dataset.num_classes,
         "in_channels": dataset.input_shape[-1],
+        "remat": config.remat,
+        "dtype": jnp.dtype(config.compute_dtype),
         "rngs": nnx.Rngs(config.seed),
     }
     if not config.spiking:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import jax
 
 from jsnn._checks import positive_float, positive_int
+from jsnn.models.common import REMAT_KINDS
 
 __all__ = ["Config", "initialize_distributed", "parse_args"]
 
@@ -43,12 +44,17 @@ class Config:
     surrogate: str = "dspike"
     surrogate_parameter: float | None = None  # b, beta or alpha; None: the surrogate's default
     spiking: bool = True  # False trains the model's ANN twin (ReLU, no time axis)
-    # Inputs are cast to it (parameters and BN statistics stay float32), except that float64
-    # makes the whole run 64-bit. It needs JAX_ENABLE_X64=1 and makes runs on different device
-    # counts agree to rounding (float32 rounding flips spikes at the threshold, and spiking
-    # networks amplify such flips).
+    # The dtype inputs are cast to and convolutions and linear layers compute in. With
+    # bfloat16, parameters, optimizer state, BN statistics (running and per batch) and the loss
+    # stay float32. float64 makes the whole run 64-bit: it needs JAX_ENABLE_X64=1 and makes runs
+    # on different device counts agree to rounding (float32 rounding flips spikes at the
+    # threshold, and spiking networks amplify such flips).
     compute_dtype: str = "float32"
     norm: str = "tdbn"
+    # Rematerialisation in the backward pass (jsnn.models.common): "none" keeps every
+    # activation; "block" keeps only each residual block's (or conv unit's) input and recomputes
+    # the rest; "conv" keeps the convolution outputs too and recomputes norms and neurons.
+    remat: str = "none"
     # Loss and optimisation
     loss: str = "mean_ce"
     epochs: int = 15
@@ -116,6 +122,7 @@ class Config:
             ("schedule", ("cosine", "constant")),
             ("norm", ("tdbn", "bn")),
             ("compute_dtype", ("float32", "bfloat16", "float64")),
+            ("remat", REMAT_KINDS),
             ("method", ("surrogate", "dspike")),
         ):
             if getattr(self, name) not in allowed:

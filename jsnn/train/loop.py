@@ -20,7 +20,7 @@ from jsnn.train.dspike import temperature_search_hook
 from jsnn.train.mesh import data_mesh, replicate, shard_batch
 from jsnn.train.metrics import MetricWriter
 from jsnn.train.optim import optimizer
-from jsnn.train.step import TrainState, eval_step, train_step
+from jsnn.train.step import TrainState, compiler_options, eval_step, train_step
 
 __all__ = ["Hook", "TrainingDiverged", "evaluate", "fit"]
 
@@ -116,7 +116,11 @@ def fit(
         if lead:
             print(f"resuming {workdir} from step {int(state.step)}")
 
-    step_fn = jax.jit(functools.partial(train_step, tx=tx, loss=config.loss), donate_argnums=0)
+    step_fn = jax.jit(
+        functools.partial(train_step, tx=tx, loss=config.loss),
+        donate_argnums=0,
+        compiler_options=compiler_options(config.remat, mesh.devices.flat[0].platform),
+    )
     eval_fn = jax.jit(eval_step)
     shard = {"process_index": jax.process_index(), "process_count": jax.process_count()}
     train_data = dataset.train(batch_size=config.batch_size, seed=config.seed, **shard)

@@ -14,7 +14,7 @@ from flax import nnx
 from jsnn import losses
 from jsnn.layers import LIF
 
-__all__ = ["LOSSES", "TrainState", "batch_loss", "eval_step", "train_step"]
+__all__ = ["LOSSES", "TrainState", "batch_loss", "compiler_options", "eval_step", "train_step"]
 
 LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
     "mean_ce": losses.mean_output_cross_entropy,
@@ -53,7 +53,10 @@ class TrainState:
 
 
 def _as_sequence(outputs: jax.Array) -> jax.Array:
-    """ANN twins output ``[B, classes]``: a one-step sequence, so the losses apply unchanged."""
+    """The outputs as ``[B, T, classes]`` in float32 at least: ANN twins output ``[B, classes]``,
+    a one-step sequence, so the losses apply unchanged; a bfloat16 model's outputs are cast up
+    so that the loss is computed in float32."""
+    outputs = outputs.astype(jnp.promote_types(outputs.dtype, jnp.float32))
     return outputs[:, None] if outputs.ndim == 2 else outputs
 
 
@@ -80,6 +83,19 @@ def train_step(
     metrics = {"loss": value, "accuracy": jnp.mean(predictions == batch["label"])}
     new_state = state.replace(params=params, rest=rest, opt_state=opt_state, step=state.step + 1)
     return new_state, metrics
+
+
+def compiler_options(remat: str, platform: str) -> dict[str, str]:
+    """XLA options for the jitted train step of a model built with ``remat`` on ``platform``.
+
+    Rematerialisation relies on optimisation barriers that keep XLA from merging the recomputed
+    values back into the forward pass (common-subexpression elimination). XLA's CPU pipeline
+    removes those barriers before its last CSE (its GPU pipeline only after scheduling), which
+    silently undoes remat; on CPU with remat on, that removal pass is switched off.
+    """
+    if remat != "none" and platform == "cpu":
+        return {"xla_disable_hlo_passes": "cse_barrier_expander"}
+    return {}
 
 
 def eval_step(state: TrainState, batch: dict) -> dict:

@@ -1,0 +1,540 @@
+"""One training step of the spiking ResNet-18 against its ANN twin, and its memory against T.
+
+    python -m benchmarks.train_step [--T 4,6] [--batch B] [--repeats N] [--remat none,block,conv]
+        [--dtype float32,bfloat16] [--memory-T 4,8,16,32,64] [--memory-batch 128]
+        [--budget-gib 16] [--check 16,64] [--results benchmarks/RESULTS.md]
+
+The step is the trainer's own: the model from :func:`jsnn.train.build_model` with the CIFAR-10
+recipe ``dspike_cifar10`` (``resnet18_modified``, 32x32x3 inputs, 10 classes, LIF neurons, tdBN,
+SGD with momentum, mean-output cross-entropy) and the benchmarked T, ``remat`` and
+``compute_dtype``; its :class:`~jsnn.train.TrainState` and :func:`~jsnn.train.optim.optimizer`;
+:func:`jsnn.train.train_step` jitted with the state donated and the trainer's XLA options
+(:func:`jsnn.train.compiler_options`). Inputs are random images and labels, the images cast to
+the compute dtype as the training loop casts them.
+
+Part 1, step time. For each T, remat and dtype: the spiking model at batch B (static images,
+direct-encoded to T steps, so every layer runs on B*T folded samples) and its ANN twin (the
+same model with ``spiking=False``: ReLU, time-folded BN, the same remat and dtype) at batch
+B*T, i.e. the same images through the same convolutions. All steps of one T are compiled
+ahead of time (compile time reported apart) and run once untimed; then they are timed in
+``--repeats`` rounds of one call each, so that a change of load on a shared machine hits them
+alike, every call waited for with ``jax.block_until_ready``. The tables give medians. SNN/ANN
+is the ratio of the two medians; "vs no remat" and "vs float32" divide a step's median by the
+same model's step without remat or in float32 at the same T. XLA temporaries: the compiled
+step's ``memory_analysis().temp_size_in_bytes``.
+
+Part 2, memory against T. The spiking step compiled, never run, at ``--memory-batch`` (the
+recipe's 128) for each T of ``--memory-T`` and each remat, in float32: XLA's temporaries, and
+the step's total, temporaries + arguments + outputs - the outputs that alias the donated
+arguments. These compiles use XLA's lowest backend (LLVM) optimisation level, which halves
+their time; buffer assignment runs before code generation, so the sizes do not depend on it.
+
+Part 3, the largest T whose step total fits in ``--budget-gib``, per remat, found by compiling:
+from the bracket the sweep gives, a guess interpolated linearly in T (memory grows linearly with
+T) is compiled and replaces the bracket's end it falls on, until the fitting T and the T after
+it have both been compiled (up to ``--max-T``).
+
+Part 4, the check: XLA's temporaries at the larger T of ``--check`` (default 64) with the remat
+that needs least, against the smaller T (16) without remat; and what that remat costs in time,
+its spiking step's median over the step without remat at the first T of part 1.
+
+On a CPU every number is the CPU compiler's: an accelerator fuses, schedules and picks
+convolution algorithms differently, so memory there is an estimate. A CPU step of the
+ResNet-18 at batch 8*T takes seconds, so the CPU default batch is 2 (2*T folded samples for the
+spiking step, 2*T images for the twin); the whole default run then takes about ten minutes,
+most of it compiling. Memory is compiled at the recipe's batch regardless (it grows linearly
+with the batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import os
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.common import (
+    RESULTS,
+    append_results,
+    compile_timed,
+    elapsed,
+    log,
+    restart_clock,
+    section_header,
+    temp_mib,
+    timed_runs,
+)
+from experiments import cifar
+from jsnn import train
+from jsnn.models import REMAT_KINDS
+from jsnn.train.optim import optimizer
+from jsnn.train.step import TrainState, train_step
+
+RECIPE = cifar.RECIPES["dspike_cifar10"]
+DTYPES = ("float32", "bfloat16")
+# XLA's lowest backend optimisation level: the memory sweep's compiles take half the time and
+# report the same buffer sizes (buffer assignment runs before code generation).
+MEMORY_ONLY = {"xla_backend_optimization_level": 0}
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(item) for item in text.split(",") if item.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from error
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _choices(allowed: tuple[str, ...]):
+    def parse(text: str) -> tuple[str, ...]:
+        values = tuple(item.strip() for item in text.split(",") if item.strip())
+        wrong = [value for value in values if value not in allowed]
+        if not values or wrong:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated subset of {allowed}, got {text!r}"
+            )
+        return tuple(dict.fromkeys(values))
+
+    return parse
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.train_step",
+        description=__doc__.split("\n\n")[0].replace("\n", " "),
+        epilog="Defaults marked 'auto' depend on the device: the first value on a CPU, the "
+        "second on an accelerator.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--model", default=RECIPE.model, help="model of the zoo (a smaller one for smoke runs)")
+    add("--image-size", type=int, default=32, help="input height and width (CIFAR: 32)")
+    add("--channels", type=int, default=3, help="input channels (CIFAR: 3)")
+    add("--T", type=_ints, default=(4, 6), help="time steps of the timed steps")
+    add("--batch", type=int, default=None, help="spiking batch B of the timings (auto: 2 / 8)")
+    add("--repeats", type=int, default=None, help="timed rounds (auto: 5 / 10)")
+    add(
+        "--remat",
+        type=_choices(REMAT_KINDS),
+        default=REMAT_KINDS,
+        help=f"remat options to measure, from {REMAT_KINDS}",
+    )
+    add("--dtype", type=_choices(DTYPES), default=DTYPES, help="compute dtypes of the timings")
+    add(
+        "--memory-T",
+        type=_ints,
+        default=(4, 8, 16, 32, 64),
+        help="T of the memory sweep (compiled only)",
+    )
+    add("--memory-batch", type=int, default=RECIPE.batch_size, help="batch of the memory sweep")
+    add("--budget-gib", type=float, default=16.0, help="memory budget of the largest-T search")
+    add("--max-T", type=int, default=1024, help="the largest-T search stops here")
+    add(
+        "--check",
+        type=_ints,
+        default=(16, 64),
+        help="T_naive,T_remat: does the step at T_remat with the best remat need no more XLA "
+        "temporaries than the step at T_naive without remat?",
+    )
+    add("--seed", type=int, default=0, help="model and data seed")
+    add("--results", type=Path, default=RESULTS, help="markdown file the section is appended to")
+    args = parser.parse_args(argv)
+    for name in ("image_size", "channels", "memory_batch", "max_T"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("batch", "repeats"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if not args.budget_gib > 0:
+        parser.error(f"--budget-gib must be > 0, got {args.budget_gib}")
+    if len(args.check) != 2 or args.check[0] >= args.check[1]:
+        parser.error(f"--check must be two increasing T, got {args.check}")
+    cpu = jax.devices()[0].platform == "cpu"
+    for name, on_cpu, elsewhere in (("batch", 2, 8), ("repeats", 5, 10)):
+        if getattr(args, name) is None:
+            setattr(args, name, on_cpu if cpu else elsewhere)
+    return args
+
+
+# ----------------------------------------------------------------------------------------------
+# Measuring
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shape:
+    """What :func:`jsnn.train.build_model` needs of a data set."""
+
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+
+@dataclasses.dataclass
+class Step:
+    """One compiled training step and what it measured; ``call`` runs it (timed steps only)."""
+
+    compile_s: float
+    temp_mib: float | None
+    total_mib: float | None
+    call: Callable[[], object] | None = None
+    times: list[float] = dataclasses.field(default_factory=list)
+    loss: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(self.times)
+
+
+def _config(args, *, steps: int, remat: str, dtype: str, spiking: bool) -> train.Config:
+    return dataclasses.replace(
+        RECIPE,
+        model=args.model,
+        steps=steps,
+        remat=remat,
+        compute_dtype=dtype,
+        spiking=spiking,
+        method="surrogate",  # Dspike's search runs between epochs, not in the step
+        ann_init=False,
+        tit_steps=(),
+        seed=args.seed,
+    )
+
+
+def _total_mib(compiled) -> float | None:
+    """Temporaries + arguments + outputs - outputs aliasing donated arguments, in MiB."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # not every backend reports it
+        return None
+    if m is None:
+        return None
+    size = m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+    return (size - m.alias_size_in_bytes) / 2**20
+
+
+def _batch(args, batch: int, dtype: str, *, abstract: bool) -> dict:
+    shape = (batch, args.image_size, args.image_size, args.channels)
+    if abstract:
+        return {
+            "image": jax.ShapeDtypeStruct(shape, jnp.dtype(dtype)),
+            "label": jax.ShapeDtypeStruct((batch,), jnp.int32),
+        }
+    rng = np.random.default_rng(args.seed)
+    return {
+        "image": jnp.asarray(rng.random(shape, dtype=np.float32)).astype(dtype),
+        "label": jnp.asarray(rng.integers(0, 10, batch).astype(np.int32)),
+    }
+
+
+def compile_step(args, config: train.Config, batch: int, *, run: bool) -> Step:
+    """The trainer's jitted step for ``config`` at ``batch``, compiled; with ``run``, on real
+    data and ready to be called (``Step.call``), else on abstract shapes."""
+    shape = _Shape(num_classes=10, input_shape=(args.image_size, args.image_size, args.channels))
+    model = train.build_model(config, shape)
+    tx = optimizer(config, steps_per_epoch=1000)
+    state = TrainState.create(model, tx)
+    options = train.compiler_options(config.remat, jax.devices()[0].platform)
+    if not run:
+        options = {**options, **MEMORY_ONLY}
+    jitted = jax.jit(
+        functools.partial(train_step, tx=tx, loss=config.loss),
+        donate_argnums=0,
+        compiler_options=options,
+    )
+    data = _batch(args, batch, config.compute_dtype, abstract=not run)
+    compiled, compile_s = compile_timed(jitted, state, data)
+    step = Step(compile_s, temp_mib(compiled), _total_mib(compiled))
+    if run:
+        holder = {"state": state}
+
+        def call():
+            holder["state"], metrics = compiled(holder["state"], data)
+            step.loss = metrics["loss"]
+            return holder["state"], metrics
+
+        step.call = call
+    return step
+
+
+def measure_times(args) -> list[dict]:
+    """Part 1: one row per T, remat and dtype, the spiking step and its twin's. All steps of
+    one T are compiled first, then timed in turns (one call of each per round), so that a
+    change in the machine's load falls on all of them alike."""
+    rows = []
+    for steps in args.T:
+        timed, first = [], len(rows)
+        for remat in args.remat:
+            for dtype in args.dtype:
+                row = {"T": steps, "remat": remat, "dtype": dtype}
+                for spiking, batch in ((True, args.batch), (False, args.batch * steps)):
+                    kind = "snn" if spiking else "ann"
+                    config = _config(args, steps=steps, remat=remat, dtype=dtype, spiking=spiking)
+                    row[kind] = step = compile_step(args, config, batch, run=True)
+                    timed.append(step)
+                    log(
+                        f"T = {steps}, remat {remat}, {dtype}: {kind.upper()} at batch {batch} "
+                        f"compiled in {step.compile_s:.1f} s (temporaries "
+                        f"{_fmt(step.temp_mib, 0)} MiB)"
+                    )
+                rows.append(row)
+        for step in timed:  # warm-up
+            jax.block_until_ready(step.call())
+        for round_ in range(args.repeats):
+            for step in timed:
+                step.times += timed_runs(step.call, jax.block_until_ready, 1, warmup=0)
+            log(f"T = {steps}: timing round {round_ + 1}/{args.repeats} done")
+        for step in timed:
+            if not np.isfinite(float(step.loss)):
+                raise FloatingPointError(f"a step at T = {steps} gave the loss {step.loss}")
+            step.call = None  # frees its executable and state
+        for row in rows[first:]:
+            log(
+                f"T = {steps}, remat {row['remat']}, {row['dtype']}: SNN {row['snn'].seconds:.3f}"
+                f" s, ANN {row['ann'].seconds:.3f} s"
+            )
+    return rows
+
+
+class MemorySweep:
+    """Part 2 and 3: the spiking step compiled at ``--memory-batch`` for any T and remat, once."""
+
+    def __init__(self, args):
+        self.args = args
+        self.steps: dict[tuple[str, int], Step] = {}
+
+    def __call__(self, remat: str, steps: int) -> Step:
+        key = (remat, steps)
+        if key not in self.steps:
+            config = _config(self.args, steps=steps, remat=remat, dtype="float32", spiking=True)
+            step = compile_step(self.args, config, self.args.memory_batch, run=False)
+            log(
+                f"memory: T = {steps}, remat {remat}: temporaries {_fmt(step.temp_mib, 0)} "
+                f"MiB, total {_fmt(step.total_mib, 0)} MiB (compile {step.compile_s:.1f} s)"
+            )
+            self.steps[key] = step
+        return self.steps[key]
+
+    def largest_t(self, remat: str) -> dict:
+        """The largest T whose step total fits in the budget, by compiling."""
+        budget, cap = self.args.budget_gib * 1024, self.args.max_T
+
+        def total(steps: int) -> float:
+            return self(remat, steps).total_mib
+
+        known = {s: step.total_mib for (r, s), step in self.steps.items() if r == remat}
+        low = max((s for s, mib in known.items() if mib <= budget), default=0)
+        if low == 0:  # does anything fit?
+            if total(1) > budget:
+                return {"remat": remat, "T": 0, "total": None, "next": total(1)}
+            low = 1
+        high = min((s for s, mib in known.items() if mib > budget and s > low), default=None)
+        while high is None:  # extrapolate upward, doubling
+            if low >= cap:
+                return {"remat": remat, "T": low, "total": total(low), "next": None}
+            probe = min(2 * low, cap)
+            if total(probe) <= budget:
+                low = probe
+            else:
+                high = probe
+        while high - low > 1:
+            slope = (total(high) - total(low)) / (high - low)
+            guess = low + int((budget - total(low)) / slope) if slope > 0 else (low + high) // 2
+            guess = min(max(guess, low + 1), high - 1)
+            if total(guess) <= budget:
+                low = guess
+            else:
+                high = guess
+        return {"remat": remat, "T": low, "total": total(low), "next": total(high)}
+
+
+def measure_memory(args) -> dict:
+    """Parts 2 to 4: the sweep, the largest T within the budget and the check."""
+    sweep = MemorySweep(args)
+    for steps in args.memory_T:
+        for remat in args.remat:
+            sweep(remat, steps)
+    table = dict(sweep.steps)
+    naive_t, remat_t = args.check
+    naive = sweep("none", naive_t)
+    candidates = {remat: sweep(remat, remat_t) for remat in args.remat}
+    best = min(candidates, key=lambda remat: candidates[remat].temp_mib)
+    largest = [sweep.largest_t(remat) for remat in args.remat]
+    return {
+        "table": table,
+        "largest": largest,
+        "check": {
+            "naive_T": naive_t,
+            "remat_T": remat_t,
+            "naive": naive.temp_mib,
+            "best": best,
+            "remat": candidates[best].temp_mib,
+        },
+        "compiles": len(sweep.steps),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Reporting
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def _find(rows: list[dict], steps: int, remat: str, dtype: str) -> dict | None:
+    return next(
+        (r for r in rows if (r["T"], r["remat"], r["dtype"]) == (steps, remat, dtype)), None
+    )
+
+
+def _ratio(step: Step, other: dict | None, kind: str) -> str:
+    return "-" if other is None else _fmt(step.seconds / other[kind].seconds)
+
+
+def time_markdown(rows: list[dict], args) -> list[str]:
+    lines = [
+        f"### Step time: spiking `{args.model}` at batch {args.batch} vs its ANN twin at "
+        f"batch {args.batch}*T",
+        "",
+        f"Medians of {args.repeats} rounds timing one call of every step of a T, after one "
+        "untimed call each (compile apart); "
+        f"{args.image_size}x{args.image_size}x{args.channels} inputs. SNN / ANN: the spiking "
+        "step over the twin's step on the same images. vs no remat, vs float32: the same "
+        "model's step over its step without remat / in float32 at the same T.",
+        "",
+        "| T | remat | dtype | SNN step (s) | ANN step (s) | SNN / ANN | SNN vs no remat | "
+        "ANN vs no remat | SNN vs float32 | ANN vs float32 | compile SNN / ANN (s) | "
+        "XLA temporaries SNN / ANN (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        snn, ann = row["snn"], row["ann"]
+        plain = _find(rows, row["T"], "none", row["dtype"])
+        f32 = _find(rows, row["T"], row["remat"], "float32")
+        cells = [
+            str(row["T"]),
+            row["remat"],
+            row["dtype"],
+            _fmt(snn.seconds, 4),
+            _fmt(ann.seconds, 4),
+            _fmt(snn.seconds / ann.seconds),
+            _ratio(snn, plain, "snn"),
+            _ratio(ann, plain, "ann"),
+            _ratio(snn, f32, "snn"),
+            _ratio(ann, f32, "ann"),
+            f"{_fmt(snn.compile_s, 1)} / {_fmt(ann.compile_s, 1)}",
+            f"{_fmt(snn.temp_mib, 1)} / {_fmt(ann.temp_mib, 1)}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def memory_markdown(memory: dict, times: list[dict], args) -> list[str]:
+    remats = list(args.remat)
+    steps = sorted({s for (_, s) in memory["table"]})
+    lines = [
+        f"### Memory of the spiking step against T (batch {args.memory_batch}, float32, "
+        "compiled only)",
+        "",
+        "XLA temporaries (MiB) of the compiled step; in brackets the step's total: "
+        "temporaries + arguments + outputs - donated (aliased) outputs.",
+        "",
+        "| T | " + " | ".join(f"remat {r}" for r in remats) + " |",
+        "|---|" + "---|" * len(remats),
+    ]
+    for s in steps:
+        cells = []
+        for r in remats:
+            step = memory["table"].get((r, s))
+            cells.append(
+                "-" if step is None else f"{_fmt(step.temp_mib, 1)} ({_fmt(step.total_mib, 1)})"
+            )
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Largest T whose step total fits in {args.budget_gib:g} GiB "
+        f"({_fmt(args.budget_gib * 1024, 0)} MiB) at batch "
+        f"{args.memory_batch} (searched by compiling, up to {args.max_T}; "
+        f"{memory['compiles']} compiles in parts 2-4):",
+        "",
+        "| remat | largest T | its total (MiB) | total at T + 1 (MiB) |",
+        "|---|---|---|---|",
+    ]
+    for item in memory["largest"]:
+        lines.append(
+            f"| {item['remat']} | {item['T']} | {_fmt(item['total'], 1)} | "
+            f"{_fmt(item['next'], 1)} |"
+        )
+    check = memory["check"]
+    verdict = "pass" if check["remat"] <= check["naive"] else "miss"
+    first = args.T[0]
+    cost = [
+        f"{r}: {_fmt(row['snn'].seconds / plain['snn'].seconds)}"
+        for r in remats
+        if r != "none"
+        and (row := _find(times, first, r, "float32")) is not None
+        and (plain := _find(times, first, "none", "float32")) is not None
+    ]
+    lines += [
+        "",
+        f"Check, T = {check['remat_T']} with the best remat ({check['best']}) against "
+        f"T = {check['naive_T']} without remat: {_fmt(check['remat'], 1)} MiB vs "
+        f"{_fmt(check['naive'], 1)} MiB of XLA temporaries, ratio "
+        f"{_fmt(check['remat'] / check['naive'])}: **{verdict}**. Time cost of remat "
+        f"(spiking step over the step without remat, T = {first}, batch {args.batch}, "
+        f"float32): {', '.join(cost) if cost else '-'}.",
+    ]
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    command = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(command)
+    restart_clock()
+    device = jax.devices()[0]
+    load_start = os.getloadavg()
+    log(
+        f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}, flax "
+        f"{flax.__version__}; load average {load_start[0]:.2f}"
+    )
+    times = measure_times(args)
+    memory = measure_memory(args)
+    wall = elapsed()
+    lines = [
+        *section_header(
+            "train_step",
+            command,
+            device=f"{device.device_kind} ({device.platform}, {len(jax.devices())} device(s))",
+            versions=f"jax {jax.__version__}, flax {flax.__version__}",
+            load_start=load_start[0],
+        ),
+        "",
+        *time_markdown(times, args),
+        "",
+        *memory_markdown(memory, times, args),
+    ]
+    text = "\n".join(lines) + "\n"
+    append_results(args.results, text)
+    print("\n" + text, flush=True)
+    log(f"appended to {args.results}")
+    return {"times": times, "memory": memory, "markdown": text, "wall_seconds": wall}
+
+
+if __name__ == "__main__":
+    main()
