@@ -6,6 +6,8 @@ this module inside the peers' own virtual environment, where jsnn is not install
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import datetime
 import os
 import resource
@@ -27,6 +29,42 @@ whole; each section says how they were computed.
 """
 
 _CLOCK = {"start": time.perf_counter()}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataShape:
+    """What :func:`jsnn.train.build_model` needs of a data set, for random-data benchmarks."""
+
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+
+def positive_ints(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated positive integers, e.g. ``1024,2048``."""
+    try:
+        values = tuple(int(item) for item in text.split(",") if item.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from error
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def subset_of(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type: a comma-separated, non-empty subset of ``allowed`` (repeats dropped)."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        values = tuple(item.strip() for item in text.split(",") if item.strip())
+        wrong = [value for value in values if value not in allowed]
+        if not values or wrong:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated subset of {', '.join(allowed)}, got {text!r}"
+            )
+        return tuple(dict.fromkeys(values))
+
+    return parse
 
 
 def restart_clock() -> None:

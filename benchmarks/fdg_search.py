@@ -66,12 +66,14 @@ from jax.flatten_util import ravel_pytree
 
 from benchmarks.common import (
     RESULTS,
+    DataShape,
     append_results,
     compile_timed,
     elapsed,
     log,
     median_time,
     peak_memory_mib,
+    positive_ints,
     restart_clock,
     section_header,
     temp_mib,
@@ -94,18 +96,6 @@ CIFAR10_TRAIN_IMAGES = 50_000
 EPOCH_STEPS = CIFAR10_TRAIN_IMAGES // RECIPE.batch_size  # 390
 # ----------------------------------------------------------------------------------------------
 # Command line
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(item) for item in text.split(",") if item.strip())
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from error
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -145,7 +135,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     add(
         "--directions",
-        type=_ints,
+        type=positive_ints,
         default=(16, 64, 256),
         help="k of the random-direction estimator",
     )
@@ -157,7 +147,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     add(
         "--chunks",
-        type=_ints,
+        type=positive_ints,
         default=(1, 16),
         help="fdg_chunk values the exact search is timed at",
     )
@@ -184,7 +174,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     add(
         "--memory-chunks",
-        type=_ints,
+        type=positive_ints,
         default=(1, 4, 16),
         help="fdg_chunk values compiled at --memory-batch",
     )
@@ -207,7 +197,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--agreement-batches", type=int, default=2, help="batches searched at each epoch start")
     add(
         "--agreement-directions",
-        type=_ints,
+        type=positive_ints,
         default=(8, 32, 64, 128),
         help="k of the random-direction estimator",
     )
@@ -259,14 +249,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 # ----------------------------------------------------------------------------------------------
 # Measuring
-
-
-@dataclasses.dataclass(frozen=True)
-class _Shape:
-    """What :func:`jsnn.train.build_model` needs of a data set."""
-
-    num_classes: int
-    input_shape: tuple[int, ...]
 
 
 class Searches:
@@ -412,7 +394,7 @@ def measure_cost(args: argparse.Namespace) -> dict:
         fdg_chunk=args.chunk,
         seed=args.seed,
     )
-    shape = _Shape(num_classes=10, input_shape=(args.image_size, args.image_size, args.channels))
+    shape = DataShape(num_classes=10, input_shape=(args.image_size, args.image_size, args.channels))
     log(f"part 1: building {args.model} (T = {args.T}) for {shape.input_shape} inputs")
     model = train.build_model(config, shape)
     mesh = train.data_mesh(jax.devices()[:1])

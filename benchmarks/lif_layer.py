@@ -53,8 +53,10 @@ from benchmarks.common import (
     append_results,
     log,
     peak_memory_mib,
+    positive_ints,
     restart_clock,
     section_header,
+    subset_of,
     temp_mib,
     timed_runs,
 )
@@ -69,26 +71,10 @@ TARGETS = {
 }
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(item) for item in text.split(",") if item.strip())
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers like 1024,2048, got {text!r}")
-    return values
-
-
 def _peer_names(text: str) -> tuple[str, ...]:
     if text.strip().lower() == "none":
         return ()
-    names = tuple(item.strip().lower() for item in text.split(",") if item.strip())
-    unknown = [name for name in names if name not in peers.PEERS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"expected 'none' or a comma-separated subset of {', '.join(peers.PEERS)}, got {text!r}"
-        )
-    return names
+    return subset_of(peers.PEERS)(text.lower())
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -98,7 +84,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--sizes", type=_ints, help="layer widths n (default: 1024,2048 on CPU, 4096,8192,16384)"
+        "--sizes",
+        type=positive_ints,
+        help="layer widths n (default: 1024,2048 on CPU, 4096,8192,16384)",
     )
     parser.add_argument("--steps", type=int, help="time steps T (default: 100 on CPU, else 500)")
     parser.add_argument("--batch", type=int, default=16)

@@ -85,7 +85,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks.common import log, max_rss_mib, timed_runs
+from benchmarks.common import log, max_rss_mib, subset_of, timed_runs
 
 PEERS: tuple[str, ...] = ("spyx", "spikingjelly", "snntorch", "norse")
 # Not a peer: PyTorch's Linear + ReLU, the floor of the torch peers as "floor" is jsnn's.
@@ -533,16 +533,6 @@ def _non_negative(text: str) -> int:
     return value
 
 
-def _peer_list(text: str) -> tuple[str, ...]:
-    peers = tuple(item.strip() for item in text.split(",") if item.strip())
-    unknown = [peer for peer in peers if peer not in PEERS]
-    if unknown or not peers:
-        raise argparse.ArgumentTypeError(
-            f"expected some of {','.join(PEERS)} separated by commas, got {text!r}"
-        )
-    return peers
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.peers",
@@ -557,7 +547,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     mode.add_argument("--worker", choices=VARIANTS, help="measure this peer (in this process)")
     add = parser.add_argument
     add("--venv", type=Path, default=DEFAULT_VENV, help="--install: the virtual environment")
-    add("--peers", type=_peer_list, default=PEERS, help="--install: comma-separated peers")
+    add("--peers", type=subset_of(PEERS), default=PEERS, help="--install: comma-separated peers")
     add(
         "--variant",
         help="--worker: one variant (spyx: jit; spikingjelly: torch, cuda, triton, compile; "

@@ -64,12 +64,15 @@ import numpy as np
 
 from benchmarks.common import (
     RESULTS,
+    DataShape,
     append_results,
     compile_timed,
     elapsed,
     log,
+    positive_ints,
     restart_clock,
     section_header,
+    subset_of,
     temp_mib,
     timed_runs,
 )
@@ -86,31 +89,6 @@ DTYPES = ("float32", "bfloat16")
 MEMORY_ONLY = {"xla_backend_optimization_level": 0}
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(item) for item in text.split(",") if item.strip())
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from error
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def _choices(allowed: tuple[str, ...]):
-    def parse(text: str) -> tuple[str, ...]:
-        values = tuple(item.strip() for item in text.split(",") if item.strip())
-        wrong = [value for value in values if value not in allowed]
-        if not values or wrong:
-            raise argparse.ArgumentTypeError(
-                f"expected a comma-separated subset of {allowed}, got {text!r}"
-            )
-        return tuple(dict.fromkeys(values))
-
-    return parse
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.train_step",
@@ -123,19 +101,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--model", default=RECIPE.model, help="model of the zoo (a smaller one for smoke runs)")
     add("--image-size", type=int, default=32, help="input height and width (CIFAR: 32)")
     add("--channels", type=int, default=3, help="input channels (CIFAR: 3)")
-    add("--T", type=_ints, default=(4, 6), help="time steps of the timed steps")
+    add("--T", type=positive_ints, default=(4, 6), help="time steps of the timed steps")
     add("--batch", type=int, default=None, help="spiking batch B of the timings (auto: 2 / 8)")
     add("--repeats", type=int, default=None, help="timed rounds (auto: 5 / 10)")
     add(
         "--remat",
-        type=_choices(REMAT_KINDS),
+        type=subset_of(REMAT_KINDS),
         default=REMAT_KINDS,
         help=f"remat options to measure, from {REMAT_KINDS}",
     )
-    add("--dtype", type=_choices(DTYPES), default=DTYPES, help="compute dtypes of the timings")
+    add("--dtype", type=subset_of(DTYPES), default=DTYPES, help="compute dtypes of the timings")
     add(
         "--memory-T",
-        type=_ints,
+        type=positive_ints,
         default=(4, 8, 16, 32, 64),
         help="T of the memory sweep (compiled only)",
     )
@@ -144,7 +122,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--max-T", type=int, default=1024, help="the largest-T search stops here")
     add(
         "--check",
-        type=_ints,
+        type=positive_ints,
         default=(16, 64),
         help="T_naive,T_remat: does the step at T_remat with the best remat need no more XLA "
         "temporaries than the step at T_naive without remat?",
@@ -171,14 +149,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 # ----------------------------------------------------------------------------------------------
 # Measuring
-
-
-@dataclasses.dataclass(frozen=True)
-class _Shape:
-    """What :func:`jsnn.train.build_model` needs of a data set."""
-
-    num_classes: int
-    input_shape: tuple[int, ...]
 
 
 @dataclasses.dataclass
@@ -241,7 +211,7 @@ def _batch(args, batch: int, dtype: str, *, abstract: bool) -> dict:
 def compile_step(args, config: train.Config, batch: int, *, run: bool) -> Step:
     """The trainer's jitted step for ``config`` at ``batch``, compiled; with ``run``, on real
     data and ready to be called (``Step.call``), else on abstract shapes."""
-    shape = _Shape(num_classes=10, input_shape=(args.image_size, args.image_size, args.channels))
+    shape = DataShape(num_classes=10, input_shape=(args.image_size, args.image_size, args.channels))
     model = train.build_model(config, shape)
     tx = optimizer(config, steps_per_epoch=1000)
     state = TrainState.create(model, tx)

@@ -143,8 +143,8 @@ def test_measure_rejects_bad_arguments(change, message):
         ),
         (
             ["--install", "--peers", "spyx,brian2"],
-            "argument --peers: expected some of spyx,spikingjelly,snntorch,norse separated by "
-            "commas, got 'spyx,brian2'",
+            "argument --peers: expected a comma-separated subset of spyx, spikingjelly, snntorch, "
+            "norse, got 'spyx,brian2'",
         ),
         ([], "one of the arguments --install --worker is required"),
     ],
