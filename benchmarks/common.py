@@ -162,13 +162,21 @@ def git_commit(script: str | Path) -> str:
     return commit + ("+dirty" if dirty else "")
 
 
-def section_header(
-    script: str, command: Sequence[str], *, device: str, versions: str, load_start: float
-) -> list[str]:
-    """The lines every appended section starts with: title, device, versions, commit, command,
-    wall time and load (``load_start``: the 1-minute load average when the run began)."""
+def publish(
+    script: str,
+    command: Sequence[str],
+    body: list[str],
+    *,
+    results: Path,
+    device: str,
+    versions: str,
+    load_start: float,
+) -> str:
+    """Appends one run's section to ``results`` and prints it: title, device, versions, commit,
+    command, wall time and load (``load_start``: the 1-minute load average when the run began),
+    then the ``body`` lines. Returns the section's text."""
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return [
+    lines = [
         f"## {script}, {now}",
         "",
         f"- device: {device} ({os.cpu_count()} CPU cores, {host_memory_gib():.0f} GiB host memory)",
@@ -176,7 +184,14 @@ def section_header(
         f"- command: `{shlex.join(['python', '-m', f'benchmarks.{script}', *command])}`",
         f"- wall time {elapsed():.0f} s; load average (1 min) {load_start:.2f} at the start, "
         f"{os.getloadavg()[0]:.2f} at the end",
+        "",
+        *body,
     ]
+    text = "\n".join(lines) + "\n"
+    append_results(results, text)
+    print("\n" + text, flush=True)
+    log(f"appended to {results}")
+    return text
 
 
 def append_results(path: Path, text: str) -> None:

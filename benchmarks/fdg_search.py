@@ -67,15 +67,14 @@ from jax.flatten_util import ravel_pytree
 from benchmarks.common import (
     RESULTS,
     DataShape,
-    append_results,
     compile_timed,
     elapsed,
     log,
     median_time,
     peak_memory_mib,
     positive_ints,
+    publish,
     restart_clock,
-    section_header,
     temp_mib,
 )
 from experiments import cifar
@@ -969,23 +968,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     cost = measure_cost(args)
     agreement = measure_agreement(args) if args.agreement else None
     wall = elapsed()
-    lines = [
-        *section_header(
-            "fdg_search",
-            command,
-            device=f"{device.device_kind} ({device.platform}, {len(jax.devices())} device(s))",
-            versions=f"jax {jax.__version__}, flax {flax.__version__}",
-            load_start=load_start[0],
-        ),
-        "",
-        *cost_markdown(cost, args),
-    ]
+    body = cost_markdown(cost, args)
     if agreement is not None:
-        lines += ["", *agreement_markdown(agreement)]
-    text = "\n".join(lines) + "\n"
-    append_results(args.results, text)
-    print("\n" + text, flush=True)
-    log(f"appended to {args.results}")
+        body += ["", *agreement_markdown(agreement)]
+    text = publish(
+        "fdg_search",
+        command,
+        body,
+        results=args.results,
+        device=f"{device.device_kind} ({device.platform}, {len(jax.devices())} device(s))",
+        versions=f"jax {jax.__version__}, flax {flax.__version__}",
+        load_start=load_start[0],
+    )
     return {"cost": cost, "agreement": agreement, "markdown": text, "wall_seconds": wall}
 
 

@@ -50,12 +50,11 @@ from pathlib import Path
 from benchmarks import peers
 from benchmarks.common import (
     RESULTS,
-    append_results,
     log,
     peak_memory_mib,
     positive_ints,
+    publish,
     restart_clock,
-    section_header,
     subset_of,
     temp_mib,
     timed_runs,
@@ -403,23 +402,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
             log(f"no peers' venv at {args.peers_venv} (--install-peers creates it): peers skipped")
             python = None
     results = {n: compare(args, n, python) for n in args.sizes}
-    lines = [
-        *section_header(
-            "lif_layer",
-            command,
-            device=f"{device.device_kind} ({platform})",
-            versions=f"jax {jax.__version__}",
-            load_start=load_start,
-        ),
-        "",
-        *markdown(args, platform, results),
-    ]
+    body = markdown(args, platform, results)
     if python is None and args.peers:
-        lines += ["", f"Peers not run: no virtual environment at `{args.peers_venv}`."]
-    text = "\n".join(lines) + "\n"
-    append_results(args.results, text)
-    print("\n" + text, flush=True)
-    log(f"appended to {args.results}")
+        body += ["", f"Peers not run: no virtual environment at `{args.peers_venv}`."]
+    text = publish(
+        "lif_layer",
+        command,
+        body,
+        results=args.results,
+        device=f"{device.device_kind} ({platform})",
+        versions=f"jax {jax.__version__}",
+        load_start=load_start,
+    )
     return {"results": results, "markdown": text}
 
 

@@ -65,13 +65,12 @@ import numpy as np
 from benchmarks.common import (
     RESULTS,
     DataShape,
-    append_results,
     compile_timed,
     elapsed,
     log,
     positive_ints,
+    publish,
     restart_clock,
-    section_header,
     subset_of,
     temp_mib,
     timed_runs,
@@ -486,23 +485,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     times = measure_times(args)
     memory = measure_memory(args)
     wall = elapsed()
-    lines = [
-        *section_header(
-            "train_step",
-            command,
-            device=f"{device.device_kind} ({device.platform}, {len(jax.devices())} device(s))",
-            versions=f"jax {jax.__version__}, flax {flax.__version__}",
-            load_start=load_start[0],
-        ),
-        "",
-        *time_markdown(times, args),
-        "",
-        *memory_markdown(memory, times, args),
-    ]
-    text = "\n".join(lines) + "\n"
-    append_results(args.results, text)
-    print("\n" + text, flush=True)
-    log(f"appended to {args.results}")
+    text = publish(
+        "train_step",
+        command,
+        [*time_markdown(times, args), "", *memory_markdown(memory, times, args)],
+        results=args.results,
+        device=f"{device.device_kind} ({device.platform}, {len(jax.devices())} device(s))",
+        versions=f"jax {jax.__version__}, flax {flax.__version__}",
+        load_start=load_start[0],
+    )
     return {"times": times, "memory": memory, "markdown": text, "wall_seconds": wall}
 
 
