@@ -162,27 +162,45 @@ def git_commit(script: str | Path) -> str:
     return commit + ("+dirty" if dirty else "")
 
 
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """Where a benchmark runs, and the 1-minute load average when it began."""
+
+    device: str
+    versions: str
+    load_start: float
+
+
+def start_jax_run() -> Run:
+    """Restarts the clock and logs the JAX device, the library versions and the load."""
+    import flax
+    import jax
+
+    restart_clock()
+    device = jax.devices()[0]
+    run = Run(
+        device=f"{device.device_kind} ({device.platform}, {jax.device_count()} device(s))",
+        versions=f"jax {jax.__version__}, flax {flax.__version__}",
+        load_start=os.getloadavg()[0],
+    )
+    log(f"device: {run.device}, {run.versions}; load average {run.load_start:.2f}")
+    return run
+
+
 def publish(
-    script: str,
-    command: Sequence[str],
-    body: list[str],
-    *,
-    results: Path,
-    device: str,
-    versions: str,
-    load_start: float,
+    script: str, command: Sequence[str], body: list[str], *, results: Path, run: Run
 ) -> str:
     """Appends one run's section to ``results`` and prints it: title, device, versions, commit,
-    command, wall time and load (``load_start``: the 1-minute load average when the run began),
-    then the ``body`` lines. Returns the section's text."""
+    command, wall time and load, then the ``body`` lines. Returns the section's text."""
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"## {script}, {now}",
         "",
-        f"- device: {device} ({os.cpu_count()} CPU cores, {host_memory_gib():.0f} GiB host memory)",
-        f"- {versions}, commit {git_commit(Path(__file__).with_name(script + '.py'))}",
+        f"- device: {run.device}; {os.cpu_count()} CPU cores, {host_memory_gib():.0f} GiB of host "
+        "memory",
+        f"- {run.versions}, commit {git_commit(Path(__file__).with_name(script + '.py'))}",
         f"- command: `{shlex.join(['python', '-m', f'benchmarks.{script}', *command])}`",
-        f"- wall time {elapsed():.0f} s; load average (1 min) {load_start:.2f} at the start, "
+        f"- wall time {elapsed():.0f} s; load average (1 min) {run.load_start:.2f} at the start, "
         f"{os.getloadavg()[0]:.2f} at the end",
         "",
         *body,

@@ -50,14 +50,12 @@ import argparse
 import dataclasses
 import functools
 import math
-import os
 import statistics
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,7 +72,7 @@ from benchmarks.common import (
     peak_memory_mib,
     positive_ints,
     publish,
-    restart_clock,
+    start_jax_run,
     temp_mib,
 )
 from experiments import cifar
@@ -958,13 +956,7 @@ def agreement_markdown(result: dict) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> dict:
     command = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(command)
-    restart_clock()
-    device = jax.devices()[0]
-    load_start = os.getloadavg()
-    log(
-        f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}, flax "
-        f"{flax.__version__}; load average {load_start[0]:.2f}"
-    )
+    run = start_jax_run()
     cost = measure_cost(args)
     agreement = measure_agreement(args) if args.agreement else None
     wall = elapsed()
@@ -976,9 +968,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         command,
         body,
         results=args.results,
-        device=f"{device.device_kind} ({device.platform}, {len(jax.devices())} device(s))",
-        versions=f"jax {jax.__version__}, flax {flax.__version__}",
-        load_start=load_start[0],
+        run=run,
     )
     return {"cost": cost, "agreement": agreement, "markdown": text, "wall_seconds": wall}
 

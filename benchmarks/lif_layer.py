@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -54,7 +53,7 @@ from benchmarks.common import (
     peak_memory_mib,
     positive_ints,
     publish,
-    restart_clock,
+    start_jax_run,
     subset_of,
     temp_mib,
     timed_runs,
@@ -385,14 +384,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     import jax
 
-    restart_clock()
-    device = jax.devices()[0]
-    platform = device.platform
+    run = start_jax_run()
+    platform = jax.devices()[0].platform
     on_cpu = platform == "cpu"
     args.sizes = args.sizes or ((1024, 2048) if on_cpu else (4096, 8192, 16384))
     args.steps = args.steps or (100 if on_cpu else 500)
-    load_start = os.getloadavg()[0]
-    log(f"device: {device.device_kind} ({platform}); sizes {args.sizes}, T = {args.steps}")
+    log(f"sizes {args.sizes}, T = {args.steps}")
     python = None
     if args.peers:
         if args.install_peers:
@@ -410,9 +407,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         command,
         body,
         results=args.results,
-        device=f"{device.device_kind} ({platform})",
-        versions=f"jax {jax.__version__}",
-        load_start=load_start,
+        run=run,
     )
     return {"results": results, "markdown": text}
 

@@ -51,13 +51,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import os
 import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,7 +68,7 @@ from benchmarks.common import (
     log,
     positive_ints,
     publish,
-    restart_clock,
+    start_jax_run,
     subset_of,
     temp_mib,
     timed_runs,
@@ -475,13 +473,7 @@ def memory_markdown(memory: dict, times: list[dict], args) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> dict:
     command = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(command)
-    restart_clock()
-    device = jax.devices()[0]
-    load_start = os.getloadavg()
-    log(
-        f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}, flax "
-        f"{flax.__version__}; load average {load_start[0]:.2f}"
-    )
+    run = start_jax_run()
     times = measure_times(args)
     memory = measure_memory(args)
     wall = elapsed()
@@ -490,9 +482,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         command,
         [*time_markdown(times, args), "", *memory_markdown(memory, times, args)],
         results=args.results,
-        device=f"{device.device_kind} ({device.platform}, {len(jax.devices())} device(s))",
-        versions=f"jax {jax.__version__}, flax {flax.__version__}",
-        load_start=load_start[0],
+        run=run,
     )
     return {"times": times, "memory": memory, "markdown": text, "wall_seconds": wall}
 
