@@ -9,15 +9,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
 import os
 import resource
 import shlex
+import signal
 import statistics
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).with_name("RESULTS.md")
 HEADER = """# Benchmark results
 
@@ -99,6 +102,44 @@ def median_time(
     run: Callable[[], object], sync: Callable[[object], object], repeats: int, *, warmup: int = 1
 ) -> float:
     return statistics.median(timed_runs(run, sync, repeats, warmup=warmup))
+
+
+def last_line(text: str) -> str:
+    """The last non-blank line of ``text``, for reasons given in one line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
+def run_json_worker(command: Sequence[str], timeout: float) -> tuple[object, str | None]:
+    """Runs ``command`` from the repository root and parses its last line of output as JSON.
+
+    Returns ``(value, None)``, or ``(None, reason)`` when it could not start, ran past
+    ``timeout`` seconds (its whole process group is killed: compilers' helper processes too) or
+    ended without a JSON line.
+    """
+    try:
+        process = subprocess.Popen(
+            list(command),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own process group: a timeout ends its helpers too
+        )
+    except OSError as error:
+        return None, f"cannot run {command[0]} ({error.strerror})"
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        return None, f"timed out after {timeout:g} s"
+    try:
+        return json.loads(stdout.splitlines()[-1]), None
+    except (IndexError, ValueError):
+        code = process.returncode
+        ended = f"was killed by signal {-code}" if code < 0 else f"exited with {code}"
+        return None, f"the worker {ended}: {last_line(stderr)}"
 
 
 def compile_timed(jitted, *args) -> tuple[object, float]:

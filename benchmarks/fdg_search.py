@@ -76,6 +76,7 @@ from benchmarks.common import (
     temp_mib,
 )
 from experiments import cifar
+from experiments.fdg_study import positive_floats
 from jsnn import train
 from jsnn.methods import fdg
 from jsnn.train.dspike import (
@@ -93,18 +94,6 @@ CIFAR10_TRAIN_IMAGES = 50_000
 EPOCH_STEPS = CIFAR10_TRAIN_IMAGES // RECIPE.batch_size  # 390
 # ----------------------------------------------------------------------------------------------
 # Command line
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(item) for item in text.split(",") if item.strip())
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from error
-    if any(not math.isfinite(value) or value <= 0 for value in values):
-        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
-    return values
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -201,7 +190,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--agreement-keys", type=int, default=2, help="random keys per k and batch")
     add(
         "--agreement-b-grid",
-        type=_floats,
+        type=positive_floats,
         default=(1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0),
         help="temperatures each point is also decided at (besides the run's own b): the FDG "
         "does not depend on b, so each costs only 3 more gradients; on the digits the cosine "

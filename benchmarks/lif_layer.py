@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,6 +52,7 @@ from benchmarks.common import (
     peak_memory_mib,
     positive_ints,
     publish,
+    run_json_worker,
     start_jax_run,
     subset_of,
     temp_mib,
@@ -60,7 +60,6 @@ from benchmarks.common import (
 )
 
 OURS = ("jsnn", "floor")
-REPO = Path(__file__).resolve().parent.parent
 DECAY, V_TH = 0.8, 1.0
 # (largest n, x floor at most, peer -> jsnn at least this many times faster)
 TARGETS = {
@@ -177,15 +176,8 @@ def _run_ours(name: str, args: argparse.Namespace, n: int) -> dict:
     command = [sys.executable, "-m", "benchmarks.lif_layer", "--worker", name, "--n", str(n)]
     for option in ("steps", "batch", "repeats", "warmup"):
         command += [f"--{option}", str(getattr(args, option))]
-    try:
-        done = subprocess.run(
-            command, cwd=REPO, capture_output=True, text=True, timeout=args.timeout
-        )
-        if done.returncode != 0:
-            raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr else "failed")
-        return json.loads(done.stdout.strip().splitlines()[-1])
-    except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError, IndexError) as error:
-        return {"framework": name, "variant": "-", "skipped": f"{type(error).__name__}: {error}"}
+    result, reason = run_json_worker(command, args.timeout)
+    return {"framework": name, "variant": "-", "skipped": reason} if reason else result
 
 
 # ----------------------------------------------------------------------------------------------

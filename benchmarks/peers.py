@@ -78,20 +78,25 @@ import json
 import math
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks.common import log, max_rss_mib, subset_of, timed_runs
+from benchmarks.common import (
+    last_line,
+    log,
+    max_rss_mib,
+    run_json_worker,
+    subset_of,
+    timed_runs,
+)
 
 PEERS: tuple[str, ...] = ("spyx", "spikingjelly", "snntorch", "norse")
 # Not a peer: PyTorch's Linear + ReLU, the floor of the torch peers as "floor" is jsnn's.
 TORCH_FLOOR = "torch_floor"
 DEFAULT_VENV: Path = Path.home() / ".cache" / "jsnn-bench-peers"
-ROOT = Path(__file__).resolve().parent.parent
 SEED = 0
 
 REQUIREMENTS: dict[str, tuple[str, ...]] = {
@@ -160,11 +165,6 @@ def _check_peers(peers: Sequence[str]) -> None:
         raise ValueError(f"peers must be some of {', '.join(PEERS)}; got {list(peers)!r}")
 
 
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "(no output)"
-
-
 def install(venv: Path = DEFAULT_VENV, peers: Sequence[str] = PEERS) -> dict[str, str]:
     """Creates ``venv`` (``python -m venv``) if it is missing and pip-installs each peer with its
     dependencies. Returns peer -> installed version, or "not installed: <reason>"."""
@@ -176,7 +176,7 @@ def install(venv: Path = DEFAULT_VENV, peers: Sequence[str] = PEERS) -> dict[str
             [sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True
         )
         if done.returncode:
-            reason = f"not installed: could not create {venv}: {_last_line(done.stderr)}"
+            reason = f"not installed: could not create {venv}: {last_line(done.stderr)}"
             log(reason)
             return dict.fromkeys(peers, reason)
     gpu = shutil.which("nvidia-smi") is not None
@@ -189,7 +189,7 @@ def install(venv: Path = DEFAULT_VENV, peers: Sequence[str] = PEERS) -> dict[str
         )
         if done.returncode:
             versions[peer] = (
-                f"not installed: pip exited with {done.returncode}: {_last_line(done.stderr)}"
+                f"not installed: pip exited with {done.returncode}: {last_line(done.stderr)}"
             )
         else:
             done = subprocess.run(
@@ -200,7 +200,7 @@ def install(venv: Path = DEFAULT_VENV, peers: Sequence[str] = PEERS) -> dict[str
             versions[peer] = (
                 done.stdout.strip()
                 if done.returncode == 0
-                else f"not installed: no version found: {_last_line(done.stderr)}"
+                else f"not installed: no version found: {last_line(done.stderr)}"
             )
         log(f"{peer}: {versions[peer]}")
     return versions
@@ -233,35 +233,13 @@ def _check_measure(peer: str, sizes: dict[str, int], warmup: int, timeout: float
 
 def _run_worker(python: Path, peer: str, variant: str, arguments: list[str], timeout: float):
     command = [str(python), "-m", "benchmarks.peers", "--worker", peer, "--variant", variant]
-    try:
-        process = subprocess.Popen(
-            [*command, *arguments],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # its own process group: a timeout ends its helpers too
-        )
-    except OSError as error:
-        return _skipped(
-            peer,
-            variant,
-            f"cannot run {python} ({error.strerror}); install the peers with "
-            "`python -m benchmarks.peers --install`",
-        )
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        return _skipped(peer, variant, f"timed out after {timeout:g} s")
-    try:
-        (result,) = json.loads(stdout.splitlines()[-1])
-    except (IndexError, ValueError):
-        code = process.returncode
-        ended = f"was killed by signal {-code}" if code < 0 else f"exited with {code}"
-        return _skipped(peer, variant, f"the worker {ended}: {_last_line(stderr)}")
-    return result
+    results, reason = run_json_worker([*command, *arguments], timeout)
+    if reason is None:
+        (result,) = results
+        return result
+    if reason.startswith("cannot run"):
+        reason += "; install the peers with `python -m benchmarks.peers --install`"
+    return _skipped(peer, variant, reason)
 
 
 def measure(

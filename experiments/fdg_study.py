@@ -100,7 +100,8 @@ SCOPES = {
 }
 
 
-def _floats(text: str) -> tuple[float, ...]:
+def positive_floats(text: str) -> tuple[float, ...]:
+    """An argparse type: comma-separated positive numbers, e.g. ``0.1,0.01``."""
     try:
         values = tuple(float(item) for item in text.split(",") if item.strip())
     except ValueError as error:
@@ -134,10 +135,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--lr", type=float, default=0.01, help="initial learning rate, cosine-decayed to 0")
     add("--optimizer", choices=("adam", "sgd"), default="adam", help="see the docstring")
     add("--momentum", type=float, default=0.0, help="SGD momentum (--optimizer sgd only)")
-    add("--cosine-eps", type=_floats, default="0.1,0.01,0.001", help="eps of Exp. I and II")
+    add("--cosine-eps", type=positive_floats, default="0.1,0.01,0.001", help="eps of Exp. I and II")
     add(
         "--train-eps",
-        type=_floats,
+        type=positive_floats,
         default="0.001,0.01,0.05,0.1,0.2,0.5",
         help="eps of Experiment III",
     )
