@@ -94,8 +94,8 @@ def lif(
             )
     # bf16/f16 currents still integrate in float32: the membrane is a long running sum.
     state_dtype = jnp.promote_types(currents.dtype, jnp.float32)
-    decay = jnp.asarray(decay, state_dtype)
-    v_th = jnp.asarray(v_th, state_dtype)
+    # Rank of one step, so that inserting the time axis broadcasts them over the whole sequence.
+    decay, v_th = (_step_rank(jnp.asarray(p, state_dtype), len(step_shape)) for p in (decay, v_th))
     if v0 is None:
         v0 = jnp.zeros(step_shape, state_dtype)
     else:
@@ -106,6 +106,10 @@ def lif(
             )
     options = _Options(reset, detach_reset, return_membrane, time_axis)
     return _lif_loop(currents, v0, decay, v_th, surrogate, options)
+
+
+def _step_rank(parameter: jax.Array, ndim: int) -> jax.Array:
+    return parameter.reshape((1,) * (ndim - parameter.ndim) + parameter.shape)
 
 
 def _after_reset(u_pre, s, v_th, reset: str):
@@ -145,18 +149,21 @@ def _forward(currents, v0, decay, v_th, surrogate, options: _Options):
     axis = options.time_axis
 
     def step(t, carry):
-        u, spikes, membrane = carry
-        u_pre = decay * u + _at(currents, t, axis).astype(u.dtype)
+        u, current, membrane = carry
+        u_pre = decay * u + current
         s = surrogate(u_pre - v_th)
-        u = _after_reset(u_pre, s, v_th, options.reset)
-        return u, _put(spikes, s, t, axis), _put(membrane, u_pre, t, axis)
+        membrane = _put(membrane, u_pre, t, axis)
+        # The next current, read after this step's write (at the last step, a clamped re-read).
+        return _after_reset(u_pre, s, v_th, options.reset), _at(membrane, t + 1, axis), membrane
 
-    # Every slot is overwritten. Starting from arrays that exist anyway rather than from
-    # zeros matters: XLA on CPU creates zero buffers at the start of the whole program, which
-    # keeps every layer's buffers alive through a rematerialised training step.
-    buffers = (currents, currents.astype(v0.dtype))
-    _, spikes, u_pre = jax.lax.fori_loop(0, currents.shape[axis], step, (v0, *buffers))
-    return spikes, u_pre
+    # One array for the whole loop: step t reads its current from slot t and writes its u_pre
+    # there (the spikes follow from u_pre afterwards). A read after the write, not before it,
+    # lets XLA update in place instead of copying the whole array every step.
+    membrane = currents.astype(v0.dtype)
+    start = (v0, _at(membrane, 0, axis), membrane)
+    _, _, u_pre = jax.lax.fori_loop(0, currents.shape[axis], step, start)
+    spikes = surrogate(u_pre - jnp.expand_dims(v_th, axis))
+    return spikes.astype(currents.dtype), u_pre
 
 
 def _lif_loop_fwd(currents, v0, decay, v_th, surrogate, options: _Options):
@@ -185,34 +192,38 @@ def _lif_loop_bwd(options: _Options, residuals, cotangents):
     else:
         d_spikes, d_u_pre = cotangents, None
 
-    def reset_partials(u, s):
+    def reset_partials(u, s, v_th):
         """(du/du_pre, du/ds) of the membrane after the reset."""
         if reset == "hard":
             return 1 - s, -u
         return jnp.ones_like(u), -v_th  # soft; with no reset, du/ds is never asked for
 
-    def spike_gradient(g_u, u, s, ds):
+    def spike_gradient(g_u, u, s, ds, v_th):
         if options.detach_reset or reset == "none":  # no gradient from the reset
             return ds
-        return ds + g_u * reset_partials(u, s)[1]
+        return ds + g_u * reset_partials(u, s, v_th)[1]
 
     steps = u_pre.shape[axis]
 
     def step(i, carry):
-        g_u, g_pre_all = carry
+        g_u, d_spike, gradients = carry
         t = steps - 1 - i
         u = _at(u_pre, t, axis)
         s = surrogate(u - v_th)
-        g_s = spike_gradient(g_u, u, s, _at(d_spikes, t, axis).astype(u.dtype))
-        g_pre = g_u * reset_partials(u, s)[0] + g_s * surrogate.derivative(u - v_th)
+        g_s = spike_gradient(g_u, u, s, d_spike, v_th)
+        g_pre = g_u * reset_partials(u, s, v_th)[0] + g_s * surrogate.derivative(u - v_th)
         if d_u_pre is not None:
             g_pre = g_pre + _at(d_u_pre, t, axis)
-        return decay * g_pre, _put(g_pre_all, g_pre, t, axis)
+        gradients = _put(gradients, g_pre, t, axis)
+        return decay * g_pre, _at(gradients, t - 1, axis), gradients
 
-    start = (jnp.zeros_like(v0), d_spikes.astype(u_pre.dtype))  # overwritten, see _forward
-    g_v0, g_pre = jax.lax.fori_loop(0, steps, step, start)
+    # In place, as in _forward: slot t holds d_spikes[t] until step t writes g_pre[t] there.
+    gradients = d_spikes.astype(u_pre.dtype)
+    start = (jnp.zeros_like(v0), _at(gradients, steps - 1, axis), gradients)
+    g_v0, _, g_pre = jax.lax.fori_loop(0, steps, step, start)
     # The parameters' gradients from the same quantities, for all steps at once.
-    spikes = surrogate(u_pre - v_th)
+    v_th_all = jnp.expand_dims(v_th, axis)
+    spikes = surrogate(u_pre - v_th_all)
 
     def shifted(x, first):
         """``x`` one step later along time: ``[first, x[0], ..., x[T-2]]``."""
@@ -222,9 +233,11 @@ def _lif_loop_bwd(options: _Options, residuals, cotangents):
         """``x`` one step earlier along time: ``[x[1], ..., x[T-1], 0]``."""
         return jnp.flip(shifted(jnp.flip(x, axis), jnp.zeros_like(v0)), axis)
 
-    g_u = decay * ahead(g_pre)
-    u_before = shifted(_after_reset(u_pre, spikes, v_th, reset), v0)
-    g_v_th = -spike_gradient(g_u, u_pre, spikes, d_spikes) * surrogate.derivative(u_pre - v_th)
+    g_u = jnp.expand_dims(decay, axis) * ahead(g_pre)
+    u_before = shifted(_after_reset(u_pre, spikes, v_th_all, reset), v0)
+    g_v_th = -spike_gradient(g_u, u_pre, spikes, d_spikes, v_th_all) * surrogate.derivative(
+        u_pre - v_th_all
+    )
     if reset == "soft":
         g_v_th = g_v_th - g_u * spikes
     return (
@@ -241,9 +254,9 @@ def _drop_last(x: jax.Array, axis: int) -> jax.Array:
 
 
 def _sum_to_shape(per_step: jax.Array, shape: tuple[int, ...], axis: int) -> jax.Array:
-    """Sums ``per_step`` over the time ``axis`` and the axes ``shape`` was broadcast along."""
+    """Sums ``per_step`` over the time ``axis`` and the axes a parameter of ``shape`` (the rank
+    of one step) was broadcast along."""
     total = per_step.sum(axis)
-    total = total.sum(axis=tuple(range(total.ndim - len(shape))))
     keep = tuple(i for i, size in enumerate(shape) if size == 1 and total.shape[i] != 1)
     return total.sum(axis=keep, keepdims=True)
 

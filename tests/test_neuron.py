@@ -300,13 +300,17 @@ def test_gradients_match_unrolled_loop_rectangular():
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=arg)
 
 
+@pytest.mark.parametrize("parameter_shape", [(), (3, 4)])
 @pytest.mark.parametrize("reset", RESETS)
-def test_gradients_on_time_axis_one_with_broadcast_parameters(reset):
-    # Batch-major [B, T, N] as the layers call it, scalar decay and v_th: their gradients are
-    # summed over time, batch and neurons; the reference is the time-major loop.
+def test_gradients_on_time_axis_one_with_broadcast_parameters(reset, parameter_shape):
+    # Batch-major [B, T, N] as the layers call it, decay and v_th scalar (gradients summed over
+    # time, batch and neurons) or one per neuron of a step [B, N] (summed over time only); the
+    # reference is the time-major loop.
     surrogate, edges = SURROGATES["dspike"]
     rng = np.random.default_rng(3)
-    decay, v_th = np.float32(0.7), np.float32(0.8)
+    decay = np.full(parameter_shape, 0.7, np.float32) + rng.uniform(0, 0.2, parameter_shape)
+    v_th = np.full(parameter_shape, 0.8, np.float32) + rng.uniform(0, 0.2, parameter_shape)
+    decay, v_th = decay.astype(np.float32), v_th.astype(np.float32)
     for _ in range(50):
         c = rng.uniform(-0.4, 1.2, (8, 3, 4)).astype(np.float32)  # [T, B, N]
         s, u = numpy_lif(c, decay, v_th, reset)
