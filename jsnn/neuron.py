@@ -8,7 +8,9 @@ written out by hand (backpropagation through time of Dspike Eq. 1-2). Autodiff o
 stored more and ran a backward pass several times slower than the forward. Both loops read and
 write the time axis where it lies (``dynamic_slice`` at step ``t``, updated in place) instead of
 moving it to the front for ``lax.scan``: the two transposes of every input and output cost more
-than the loop itself on a CPU. ``python -m benchmarks.lif_layer`` measures the result.
+than the loop itself on a CPU. The forward loop also works inside one array, writing the
+membrane over the currents, so a layer needs no memory of its input's size beyond its output
+and that one residual. ``python -m benchmarks.lif_layer`` measures the result.
 """
 
 from __future__ import annotations
@@ -206,21 +208,22 @@ def _lif_loop_bwd(options: _Options, residuals, cotangents):
     steps = u_pre.shape[axis]
 
     def step(i, carry):
-        g_u, d_spike, gradients = carry
+        g_u, g_pre_all = carry
         t = steps - 1 - i
         u = _at(u_pre, t, axis)
         s = surrogate(u - v_th)
-        g_s = spike_gradient(g_u, u, s, d_spike, v_th)
+        g_s = spike_gradient(g_u, u, s, _at(d_spikes, t, axis).astype(u.dtype), v_th)
         g_pre = g_u * reset_partials(u, s, v_th)[0] + g_s * surrogate.derivative(u - v_th)
         if d_u_pre is not None:
             g_pre = g_pre + _at(d_u_pre, t, axis)
-        gradients = _put(gradients, g_pre, t, axis)
-        return decay * g_pre, _at(gradients, t - 1, axis), gradients
+        return decay * g_pre, _put(g_pre_all, g_pre, t, axis)
 
-    # In place, as in _forward: slot t holds d_spikes[t] until step t writes g_pre[t] there.
-    gradients = d_spikes.astype(u_pre.dtype)
-    start = (jnp.zeros_like(v0), _at(gradients, steps - 1, axis), gradients)
-    g_v0, _, g_pre = jax.lax.fori_loop(0, steps, step, start)
+    # Every slot is overwritten. A copy of d_spikes rather than zeros: XLA on CPU creates zero
+    # buffers at the start of the whole program, which keeps every layer's buffers alive through
+    # a rematerialised training step. (Writing over d_spikes itself, as _forward writes over the
+    # currents, saved little memory and made the training step slower.)
+    start = (jnp.zeros_like(v0), d_spikes.astype(u_pre.dtype))
+    g_v0, g_pre = jax.lax.fori_loop(0, steps, step, start)
     # The parameters' gradients from the same quantities, for all steps at once.
     v_th_all = jnp.expand_dims(v_th, axis)
     spikes = surrogate(u_pre - v_th_all)
