@@ -80,6 +80,7 @@ from benchmarks.common import (
 from experiments import cifar
 from jsnn import LIF, train
 from jsnn.models import REMAT_KINDS
+from jsnn.neuron import _after_reset
 from jsnn.train.optim import optimizer
 from jsnn.train.step import TrainState, train_step
 
@@ -181,13 +182,7 @@ class ScanLIF(LIF):
             u_pre = decay * u + current
             s = surrogate(u_pre - v_th)
             s_reset = jax.lax.stop_gradient(s) if self.detach_reset else s
-            if self.reset == "hard":
-                u = u_pre * (1 - s_reset)
-            elif self.reset == "soft":
-                u = u_pre - v_th * s_reset
-            else:
-                u = u_pre
-            return u, s
+            return _after_reset(u_pre, s_reset, v_th, self.reset), s
 
         u0 = jnp.zeros(currents.shape[:1] + currents.shape[2:], currents.dtype)
         _, spikes = jax.lax.scan(step, u0, jnp.moveaxis(currents, 1, 0))
