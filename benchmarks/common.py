@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import math
 import os
 import resource
 import shlex
@@ -36,7 +37,7 @@ _CLOCK = {"start": time.perf_counter()}
 
 @dataclasses.dataclass(frozen=True)
 class DataShape:
-    """What :func:`jsnn.train.build_model` needs of a data set, for random-data benchmarks."""
+    """What :func:`jsnn.run.build_model` needs of a data set, for random-data benchmarks."""
 
     num_classes: int
     input_shape: tuple[int, ...]
@@ -53,6 +54,28 @@ def positive_ints(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
+
+
+def positive_floats(text: str) -> tuple[float, ...]:
+    """An argparse type: comma-separated positive numbers, e.g. ``0.1,4``."""
+    try:
+        values = tuple(float(item) for item in text.split(",") if item.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from error
+    if not values or any(not math.isfinite(v) or v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    """A number for the tables: ``-`` for none, thousands separated (no decimals) from 1,000."""
+    if value is None:
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
 
 
 def subset_of(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
@@ -142,10 +165,11 @@ def run_json_worker(command: Sequence[str], timeout: float) -> tuple[object, str
         return None, f"the worker {ended}: {last_line(stderr)}"
 
 
-def compile_timed(jitted, *args) -> tuple[object, float]:
-    """``jitted.lower(*args).compile()`` and the seconds it took."""
+def compile_timed(jitted, *args, compiler_options: dict | None = None) -> tuple[object, float]:
+    """``jitted.lower(*args).compile(compiler_options)`` and the seconds it took; the options
+    are added to those ``jitted`` was made with."""
     start = time.perf_counter()
-    compiled = jitted.lower(*args).compile()
+    compiled = jitted.lower(*args).compile(compiler_options)
     return compiled, time.perf_counter() - start
 
 

@@ -4,12 +4,13 @@
         [--dtype float32,bfloat16] [--memory-T 4,8,16,32,64] [--memory-batch 128]
         [--budget-gib 16] [--check 16,64] [--results benchmarks/RESULTS.md]
 
-The step is the trainer's own: the model from :func:`jsnn.train.build_model` with the CIFAR-10
-recipe ``dspike_cifar10`` (``resnet18_modified``, 32x32x3 inputs, 10 classes, LIF neurons, tdBN,
-SGD with momentum, mean-output cross-entropy) and the benchmarked T, ``remat`` and
-``compute_dtype``; its :class:`~jsnn.train.TrainState` and :func:`~jsnn.train.optim.optimizer`;
-:func:`jsnn.train.train_step` jitted with the state donated and the trainer's XLA options
-(:func:`jsnn.train.compiler_options`). Inputs are random images and labels, the images cast to
+The step is the trainer's own: the model from :func:`jsnn.run.build_model` with the CIFAR-10
+recipe ``dspike_cifar10`` of :mod:`jsnn.recipes` (``resnet18_modified``, 32x32x3 inputs, 10
+classes, LIF neurons, tdBN, SGD with momentum, mean-output cross-entropy) and the benchmarked
+``model.time_steps``, ``model.remat`` and ``train.compute_dtype``; its
+:class:`~jsnn.train.TrainState` and :func:`~jsnn.train.optimizer`; the step
+:func:`jsnn.train.make_train_step` makes (state donated, the trainer's XLA options of
+:func:`jsnn.train.compiler_options`). Inputs are random images and labels, the images cast to
 the compute dtype as the training loop casts them.
 
 Part 1, step time. For each T, remat and dtype: the spiking model at batch B (static images,
@@ -37,7 +38,8 @@ it have both been compiled (up to ``--max-T``).
 Part 4, the check: XLA's temporaries at the larger T of ``--check`` (default 64) with the remat
 that needs least, against the smaller T (16) with the naive scan: the same model and step with
 every LIF layer the textbook ``lax.scan`` over time differentiated by JAX's autodiff (which
-keeps every step's intermediates; :class:`ScanLIF`), without remat. Also against jsnn's own
+keeps every step's intermediates; :class:`ScanLIF`, the core's reference
+:func:`jsnn.neuron.lif_scan`), without remat. Also against jsnn's own
 step at the smaller T without remat, and what the remat costs in time, its spiking step's median
 over the step without remat at the first T of part 1.
 
@@ -62,13 +64,13 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from benchmarks.common import (
     RESULTS,
     DataShape,
     compile_timed,
     elapsed,
+    fmt,
     log,
     positive_ints,
     publish,
@@ -77,14 +79,14 @@ from benchmarks.common import (
     temp_mib,
     timed_runs,
 )
-from experiments import cifar
-from jsnn import LIF, train
+from jsnn import LIF, losses, recipes, train
+from jsnn.config import Config
+from jsnn.methods.surrogate import PlainSurrogate
 from jsnn.models import REMAT_KINDS
-from jsnn.neuron import _after_reset
-from jsnn.train.optim import optimizer
-from jsnn.train.step import TrainState, train_step
+from jsnn.neuron import LIFParams, lif_scan
+from jsnn.run import build_model
 
-RECIPE = cifar.RECIPES["dspike_cifar10"]
+RECIPE = recipes.RECIPES["dspike_cifar10"]
 DTYPES = ("float32", "bfloat16")
 # XLA's lowest backend optimisation level: the memory sweep's compiles take half the time and
 # report the same buffer sizes (buffer assignment runs before code generation).
@@ -100,7 +102,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
-    add("--model", default=RECIPE.model, help="model of the zoo (a smaller one for smoke runs)")
+    add(
+        "--model", default=RECIPE.model.name, help="model of the zoo (a smaller one for smoke runs)"
+    )
     add("--image-size", type=int, default=32, help="input height and width (CIFAR: 32)")
     add("--channels", type=int, default=3, help="input channels (CIFAR: 3)")
     add("--T", type=positive_ints, default=(4, 6), help="time steps of the timed steps")
@@ -119,7 +123,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=(4, 8, 16, 32, 64),
         help="T of the memory sweep (compiled only)",
     )
-    add("--memory-batch", type=int, default=RECIPE.batch_size, help="batch of the memory sweep")
+    add(
+        "--memory-batch",
+        type=int,
+        default=RECIPE.train.batch_size,
+        help="batch of the memory sweep",
+    )
     add("--budget-gib", type=float, default=16.0, help="memory budget of the largest-T search")
     add("--max-T", type=int, default=1024, help="the largest-T search stops here")
     add(
@@ -170,45 +179,45 @@ class Step:
 
 
 class ScanLIF(LIF):
-    """The naive LIF layer of the memory check: ``lax.scan`` over time, differentiated by
-    autodiff, the way a straightforward JAX implementation writes it (spyx's, for one). The same
-    neuron as :class:`jsnn.LIF` (Dspike Eq. 1-2, its resets and surrogate), the same spikes and
-    gradients; only what the backward pass keeps differs."""
+    """The naive LIF layer of the memory check: :func:`jsnn.neuron.lif_scan`, the core's
+    ``lax.scan`` of :func:`jsnn.neuron.lif_step` differentiated by autodiff, the way a
+    straightforward JAX implementation writes it (spyx's, for one). The same neuron as
+    :class:`jsnn.LIF` (its parameters and state, the same spikes and gradients); only what the
+    backward pass keeps differs."""
 
     def __call__(self, currents: jax.Array) -> jax.Array:
-        decay, v_th, surrogate = self.decay, self.v_th[...], self.surrogate.get_value()
-
-        def step(u, current):
-            u_pre = decay * u + current
-            s = surrogate(u_pre - v_th)
-            s_reset = jax.lax.stop_gradient(s) if self.detach_reset else s
-            return _after_reset(u_pre, s_reset, v_th, self.reset), s
-
-        u0 = jnp.zeros(currents.shape[:1] + currents.shape[2:], currents.dtype)
-        _, spikes = jax.lax.scan(step, u0, jnp.moveaxis(currents, 1, 0))
-        return jnp.moveaxis(spikes, 0, 1)
+        params = LIFParams(
+            self.decay, self.v_th[...], self.surrogate.get_value(), self.reset, self.detach_reset
+        )
+        return lif_scan(currents, params)[1]
 
 
-def _with_scan_lif(model: nnx.Module) -> nnx.Module:
-    """``model`` with each of its LIF layers turned into a :class:`ScanLIF` (same state)."""
-    for _, module in nnx.iter_modules(model):
-        if type(module) is LIF:
-            module.__class__ = ScanLIF
-    return model
+@dataclasses.dataclass(frozen=True)
+class NaiveScan(PlainSurrogate):
+    """Plain surrogate training with every LIF layer a :class:`ScanLIF` (the method's neuron
+    factory: the one ``config.model`` makes, with the class swapped)."""
+
+    name = "naive_scan"
+
+    def neurons(self, config, neuron):
+        if not (isinstance(neuron, functools.partial) and neuron.func is LIF):
+            raise TypeError(f"the naive scan replaces jsnn.LIF neurons, got {neuron!r}")
+        return functools.partial(ScanLIF, *neuron.args, **neuron.keywords)
 
 
-def _config(args, *, steps: int, remat: str, dtype: str, spiking: bool) -> train.Config:
-    return dataclasses.replace(
-        RECIPE,
-        model=args.model,
-        steps=steps,
-        remat=remat,
-        compute_dtype=dtype,
-        spiking=spiking,
-        method="surrogate",  # Dspike's search runs between epochs, not in the step
-        ann_init=False,
-        tit_steps=(),
-        seed=args.seed,
+def _config(args, *, steps: int, remat: str, dtype: str, spiking: bool) -> Config:
+    return RECIPE.override(
+        {
+            "model.name": args.model,
+            "model.time_steps": steps,
+            "model.remat": remat,
+            "model.spiking": spiking,
+            "train.compute_dtype": dtype,
+            "train.seed": args.seed,
+            "method.name": "surrogate",  # Dspike's search runs between epochs, not in the step
+            "init.ann": False,
+            "init.tit_steps": (),
+        }
     )
 
 
@@ -238,28 +247,21 @@ def _batch(args, batch: int, dtype: str, *, abstract: bool) -> dict:
     }
 
 
-def compile_step(
-    args, config: train.Config, batch: int, *, run: bool, scan_lif: bool = False
-) -> Step:
+def compile_step(args, config: Config, batch: int, *, run: bool, scan_lif: bool = False) -> Step:
     """The trainer's jitted step for ``config`` at ``batch``, compiled; with ``run``, on real
     data and ready to be called (``Step.call``), else on abstract shapes. ``scan_lif``: with
     :class:`ScanLIF` layers."""
     shape = DataShape(num_classes=10, input_shape=(args.image_size, args.image_size, args.channels))
-    model = train.build_model(config, shape)
     if scan_lif:
-        model = _with_scan_lif(model)
-    tx = optimizer(config, steps_per_epoch=1000)
-    state = TrainState.create(model, tx)
-    options = train.compiler_options(config.remat, jax.devices()[0].platform)
-    if not run:
-        options = {**options, **MEMORY_ONLY}
-    jitted = jax.jit(
-        functools.partial(train_step, tx=tx, loss=config.loss),
-        donate_argnums=0,
-        compiler_options=options,
-    )
-    data = _batch(args, batch, config.compute_dtype, abstract=not run)
-    compiled, compile_s = compile_timed(jitted, state, data)
+        config = dataclasses.replace(config, method=NaiveScan())
+    model = build_model(config, shape)
+    tx = train.optimizer(config.train, steps_per_epoch=1000)
+    state = train.TrainState.create(model, tx)
+    loss = losses.get(config.train.loss)
+    jitted = train.make_train_step(tx, loss, platform=jax.devices()[0].platform)
+    data = _batch(args, batch, config.train.compute_dtype, abstract=not run)
+    options = None if run else MEMORY_ONLY
+    compiled, compile_s = compile_timed(jitted, state, data, compiler_options=options)
     step = Step(compile_s, temp_mib(compiled), _total_mib(compiled))
     if run:
         holder = {"state": state}
@@ -291,7 +293,7 @@ def measure_times(args) -> list[dict]:
                     log(
                         f"T = {steps}, remat {remat}, {dtype}: {kind.upper()} at batch {batch} "
                         f"compiled in {step.compile_s:.1f} s (temporaries "
-                        f"{_fmt(step.temp_mib, 0)} MiB)"
+                        f"{fmt(step.temp_mib, 0)} MiB)"
                     )
                 rows.append(row)
         for step in timed:  # warm-up
@@ -329,8 +331,8 @@ class MemorySweep:
             step = compile_step(self.args, config, batch, run=False, scan_lif=scan_lif)
             what = "naive scan" if scan_lif else f"remat {remat}"
             log(
-                f"memory: T = {steps}, {what}: temporaries {_fmt(step.temp_mib, 0)} "
-                f"MiB, total {_fmt(step.total_mib, 0)} MiB (compile {step.compile_s:.1f} s)"
+                f"memory: T = {steps}, {what}: temporaries {fmt(step.temp_mib, 0)} "
+                f"MiB, total {fmt(step.total_mib, 0)} MiB (compile {step.compile_s:.1f} s)"
             )
             known[key] = step
         return known[key]
@@ -400,14 +402,6 @@ def measure_memory(args) -> dict:
 # Reporting
 
 
-def _fmt(value: float | None, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}f}"
-
-
 def _find(rows: list[dict], steps: int, remat: str, dtype: str) -> dict | None:
     return next(
         (r for r in rows if (r["T"], r["remat"], r["dtype"]) == (steps, remat, dtype)), None
@@ -415,7 +409,7 @@ def _find(rows: list[dict], steps: int, remat: str, dtype: str) -> dict | None:
 
 
 def _ratio(step: Step, other: dict | None, kind: str) -> str:
-    return "-" if other is None else _fmt(step.seconds / other[kind].seconds)
+    return "-" if other is None else fmt(step.seconds / other[kind].seconds)
 
 
 def time_markdown(rows: list[dict], args) -> list[str]:
@@ -442,15 +436,15 @@ def time_markdown(rows: list[dict], args) -> list[str]:
             str(row["T"]),
             row["remat"],
             row["dtype"],
-            _fmt(snn.seconds, 4),
-            _fmt(ann.seconds, 4),
-            _fmt(snn.seconds / ann.seconds),
+            fmt(snn.seconds, 4),
+            fmt(ann.seconds, 4),
+            fmt(snn.seconds / ann.seconds),
             _ratio(snn, plain, "snn"),
             _ratio(ann, plain, "ann"),
             _ratio(snn, f32, "snn"),
             _ratio(ann, f32, "ann"),
-            f"{_fmt(snn.compile_s, 1)} / {_fmt(ann.compile_s, 1)}",
-            f"{_fmt(snn.temp_mib, 1)} / {_fmt(ann.temp_mib, 1)}",
+            f"{fmt(snn.compile_s, 1)} / {fmt(ann.compile_s, 1)}",
+            f"{fmt(snn.temp_mib, 1)} / {fmt(ann.temp_mib, 1)}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -474,13 +468,13 @@ def memory_markdown(memory: dict, times: list[dict], args) -> list[str]:
         for r in remats:
             step = memory["table"].get((r, s))
             cells.append(
-                "-" if step is None else f"{_fmt(step.temp_mib, 1)} ({_fmt(step.total_mib, 1)})"
+                "-" if step is None else f"{fmt(step.temp_mib, 1)} ({fmt(step.total_mib, 1)})"
             )
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     lines += [
         "",
         f"Largest T whose step total fits in {args.budget_gib:g} GiB "
-        f"({_fmt(args.budget_gib * 1024, 0)} MiB) at batch "
+        f"({fmt(args.budget_gib * 1024, 0)} MiB) at batch "
         f"{args.memory_batch} (searched by compiling, up to {args.max_T}; "
         f"{memory['compiles']} compiles in parts 2-4):",
         "",
@@ -489,15 +483,14 @@ def memory_markdown(memory: dict, times: list[dict], args) -> list[str]:
     ]
     for item in memory["largest"]:
         lines.append(
-            f"| {item['remat']} | {item['T']} | {_fmt(item['total'], 1)} | "
-            f"{_fmt(item['next'], 1)} |"
+            f"| {item['remat']} | {item['T']} | {fmt(item['total'], 1)} | {fmt(item['next'], 1)} |"
         )
     check = memory["check"]
     verdict = "pass" if check["remat"] <= check["naive"] else "miss"
     against_plain = "no more" if check["remat"] <= check["plain"] else "more"
     first = args.T[0]
     cost = [
-        f"{r}: {_fmt(row['snn'].seconds / plain['snn'].seconds)}"
+        f"{r}: {fmt(row['snn'].seconds / plain['snn'].seconds)}"
         for r in remats
         if r != "none"
         and (row := _find(times, first, r, "float32")) is not None
@@ -507,10 +500,10 @@ def memory_markdown(memory: dict, times: list[dict], args) -> list[str]:
         "",
         f"Check, T = {check['remat_T']} with the best remat ({check['best']}) against "
         f"T = {check['naive_T']} with the naive scan (`ScanLIF`: lax.scan under autodiff, "
-        f"no remat): {_fmt(check['remat'], 1)} MiB vs {_fmt(check['naive'], 1)} MiB of XLA "
-        f"temporaries, ratio {_fmt(check['remat'] / check['naive'])}: **{verdict}**. "
+        f"no remat): {fmt(check['remat'], 1)} MiB vs {fmt(check['naive'], 1)} MiB of XLA "
+        f"temporaries, ratio {fmt(check['remat'] / check['naive'])}: **{verdict}**. "
         f"Against jsnn's own step at T = {check['naive_T']} without remat "
-        f"({_fmt(check['plain'], 1)} MiB): ratio {_fmt(check['remat'] / check['plain'])}, "
+        f"({fmt(check['plain'], 1)} MiB): ratio {fmt(check['remat'] / check['plain'])}, "
         f"{against_plain} memory. Time cost of remat "
         f"(spiking step over the step without remat, T = {first}, batch {args.batch}, "
         f"float32): {', '.join(cost) if cost else '-'}.",

@@ -2,17 +2,20 @@
 
 from jsnn import encoding, layers, losses, neuron, norm, surrogate
 from jsnn.layers import LIF, TDBatchNorm, TimeDistributed
-from jsnn.neuron import lif
+from jsnn.neuron import LIFParams, lif, lif_scan, lif_step
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LIF",
+    "LIFParams",
     "TDBatchNorm",
     "TimeDistributed",
     "encoding",
     "layers",
     "lif",
+    "lif_scan",
+    "lif_step",
     "losses",
     "neuron",
     "norm",

@@ -1,4 +1,5 @@
-"""Flax NNX shells around the pure core; inputs are batch-major sequences ``[B, T, ...]``.
+"""Flax NNX shells around the pure core; inputs are batch-major sequences ``[B, T, ...]``, the
+time layout of :mod:`jsnn.neuron`.
 
 Stateless layers (conv, linear, pooling) run once on the folded ``B*T`` batch through
 :class:`TimeDistributed`; only :class:`LIF` steps through time (with :func:`jsnn.neuron.lif`).
@@ -30,13 +31,17 @@ class NeuronConstant(nnx.Variable):
 class LIF(nnx.Module):
     """A layer of LIF neurons (IF with ``decay=1``, PLIF with ``learn_decay=True``).
 
-    Maps input currents ``[B, T, ...]`` to spikes of the same shape with :func:`jsnn.neuron.lif`.
+    Maps input currents ``[B, T, ...]`` (batch-major, the time layout of :mod:`jsnn.neuron`) to
+    spikes of the same shape with :func:`jsnn.neuron.lif`.
     The defaults are the Dspike setting (the paper's Eq. 1-2 and 12 with the constants of the
     authors' public code): decay 0.25, ``v_th = 0.5``, hard reset kept in the graph,
     ``Dspike(b=1)`` on ``u in [0, 1]``.
 
     With ``record_firing_rate`` set, each call sows the mean spike rate as an
     ``nnx.Intermediate`` named ``firing_rate``, for ``nnx.capture`` (the trainer's evaluation).
+    It is a mode flag like ``use_running_average``: ``model.eval(record_firing_rate=True)`` sets
+    it on every LIF layer of a model (and on none, without error, in a model without them), and
+    ``model.train(record_firing_rate=False)`` clears it.
 
     ``layer.surrogate`` is a :class:`SurrogateVariable`: read it with ``get_value()``, replace
     it with ``set_value(sg)`` (no retracing: its shape parameters are traced data).
@@ -91,7 +96,6 @@ class LIF(nnx.Module):
             v_th=self.v_th[...],
             surrogate=self.surrogate.get_value(),
             reset=self.reset,
-            time_axis=1,
             detach_reset=self.detach_reset,
         )
         if self.record_firing_rate:
@@ -176,7 +180,14 @@ class TDBatchNorm(nnx.Module):
 
 class TimeDistributed(nnx.Module):
     """Runs a stateless layer on every time step at once: ``[B, T, ...]`` is folded to
-    ``[B*T, ...]`` (batch-major, so the reshape keeps a batch sharding), mapped, and unfolded."""
+    ``[B*T, ...]`` (batch-major, so the reshape keeps a batch sharding), mapped, and unfolded.
+
+    The one public time adapter: build networks on ``[B, T, ...]`` from ``TimeDistributed``
+    around the stateless layers and :class:`LIF` (which takes ``[B, T, ...]`` itself). The model
+    zoo does the opposite inside (:mod:`jsnn.models.common`): it keeps the folded ``[B*T, ...]``
+    layout between layers, so that its layers are the same modules as in its ANN twins, and
+    unfolds only around each neuron, in an internal neuron slot.
+    """
 
     def __init__(self, layer):
         self.layer = layer

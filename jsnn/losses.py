@@ -1,12 +1,26 @@
-"""Readouts and losses over the output sequence ``[B, T, classes]`` of a spiking network."""
+"""Readouts and losses over the output sequence ``[B, T, classes]`` of a spiking network, by
+name for a run's config, and the per-batch metrics the train and eval steps share."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["mean_output_cross_entropy", "mean_over_time", "tet_cross_entropy"]
+__all__ = [
+    "LOSSES",
+    "LossFn",
+    "as_sequence",
+    "batch_loss",
+    "batch_metrics",
+    "get",
+    "mean_output_cross_entropy",
+    "mean_over_time",
+    "tet_cross_entropy",
+]
 
 
 def _check(outputs: jax.Array, labels: jax.Array, time_axis: int) -> jax.Array:
@@ -49,3 +63,47 @@ def tet_cross_entropy(outputs: jax.Array, labels: jax.Array, time_axis: int = 1)
     steps = per_step.shape[1]
     repeated = jnp.broadcast_to(labels[:, None], (labels.shape[0], steps))
     return optax.softmax_cross_entropy_with_integer_labels(per_step, repeated).mean()
+
+
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+# The losses a run's config names (``loss``): outputs [B, T, classes] and labels [B] -> scalar.
+LOSSES: Mapping[str, LossFn] = MappingProxyType(
+    {"mean_ce": mean_output_cross_entropy, "tet": tet_cross_entropy}
+)
+
+
+def get(name: str) -> LossFn:
+    """The loss called ``name`` in :data:`LOSSES`."""
+    if name not in LOSSES:
+        raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {name!r}")
+    return LOSSES[name]
+
+
+def as_sequence(outputs: jax.Array) -> jax.Array:
+    """A model's outputs as ``[B, T, classes]`` in float32 at least: an ANN twin's ``[B,
+    classes]`` becomes a one-step sequence, so every loss applies unchanged; a bfloat16
+    model's outputs are cast up so that the loss is computed in float32."""
+    outputs = outputs.astype(jnp.promote_types(outputs.dtype, jnp.float32))
+    return outputs[:, None] if outputs.ndim == 2 else outputs
+
+
+def batch_loss(model: Callable, batch: dict, loss: LossFn) -> tuple[jax.Array, jax.Array]:
+    """``loss`` of ``model``'s outputs on ``batch`` (``image``, ``label``), and the outputs as
+    ``[B, T, classes]``, with the model in whatever mode it is in."""
+    outputs = as_sequence(model(batch["image"]))
+    return loss(outputs, batch["label"]), outputs
+
+
+def batch_metrics(outputs: jax.Array, labels: jax.Array, loss: LossFn, mask: jax.Array) -> dict:
+    """Sums over the examples of a batch whose ``mask`` is 1 (padding is 0): ``loss_sum`` (the
+    ``loss`` of each example on its own), ``correct`` (the time-averaged output's arg-max is
+    the label) and ``count``. The train and the eval steps both report these."""
+    per_example = jax.vmap(lambda o, y: loss(o[None], y[None]))(outputs, labels)
+    mask = mask.astype(per_example.dtype)
+    correct = (mean_over_time(outputs).argmax(-1) == labels).astype(per_example.dtype)
+    return {
+        "loss_sum": jnp.sum(per_example * mask),
+        "correct": jnp.sum(correct * mask),
+        "count": jnp.sum(mask),
+    }

@@ -1,20 +1,31 @@
-"""Neuron dynamics over whole sequences: pure functions looped over time.
+"""Neuron dynamics: one LIF step, and the loops that run it over whole sequences.
 
-This is the only place where neurons are stepped through time; layers and models call it.
+**Time layout.** Sequences are batch-major, ``[B, T, ...]``: time is axis 1 everywhere in jsnn,
+in :func:`lif` (``time_axis=1`` by default), :func:`lif_scan`, the layers, the models and the
+losses of :mod:`jsnn.losses` (``time_axis=1``). The batch is the axis sharded over devices,
+and folding ``[B, T, ...]`` to ``[B*T, ...]`` for the stateless layers keeps that sharding (a
+time-major ``[T, B@data]`` reshape fails under explicit sharding). Time-major data
+``[T, B, ...]`` goes to :func:`lif` with ``time_axis=0``.
 
-A layer of neurons is one ``jax.custom_vjp``: its forward loop keeps a single array of the size
-of the input as residual (the pre-spike membrane), and its backward pass is one reverse loop
+:func:`lif_step` is the neuron: Dspike Eq. 1-2 for one time step, over :class:`LIFParams`, for
+loops written by hand. :func:`lif_scan` is the plain ``lax.scan`` of it, differentiated by
+autodiff: the reference. :func:`lif` is the fast scan of the same step, the one layers and
+models call, and the only other place where neurons are stepped through time.
+
+:func:`lif` is one ``jax.custom_vjp``: its forward loop keeps a single array of the size of
+the input as residual (the pre-spike membrane), and its backward pass is one reverse loop
 written out by hand (backpropagation through time of Dspike Eq. 1-2). Autodiff of the same loop
-stored more and ran a backward pass several times slower than the forward. Both loops read and
-write the time axis where it lies (``dynamic_slice`` at step ``t``, updated in place) instead of
-moving it to the front for ``lax.scan``: the two transposes of every input and output cost more
-than the loop itself on a CPU. The forward loop also works inside one array, writing the
-membrane over the currents, so a layer needs no memory of its input's size beyond its output
-and that one residual. ``python -m benchmarks.lif_layer`` measures the result.
+(:func:`lif_scan`) stores more and runs a backward pass several times slower than the forward.
+Both loops read and write the time axis where it lies (``dynamic_slice`` at step ``t``, updated
+in place) instead of moving it to the front for ``lax.scan``: the two transposes of every input
+and output cost more than the loop itself on a CPU. The forward loop also works inside one
+array, writing the membrane over the currents, so a layer needs no memory of its input's size
+beyond its output and that one residual. ``python -m benchmarks.lif_layer`` measures the result.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Literal, NamedTuple
 
@@ -25,7 +36,15 @@ import numpy as np
 from jsnn._checks import concrete, floating_array
 from jsnn.surrogate import Surrogate
 
-__all__ = ["RESETS", "Reset", "check_neuron_parameters", "lif"]
+__all__ = [
+    "RESETS",
+    "LIFParams",
+    "Reset",
+    "check_neuron_parameters",
+    "lif",
+    "lif_scan",
+    "lif_step",
+]
 
 Reset = Literal["hard", "soft", "none"]
 RESETS: tuple[str, ...] = ("hard", "soft", "none")
@@ -43,6 +62,143 @@ def check_neuron_parameters(*, decay, v_th, reset: str) -> None:
         raise ValueError(f"v_th must be finite and > 0, got {v_th!r}")
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class LIFParams:
+    """The parameters of LIF neurons (IF with ``decay=1``), a pytree for :func:`lif_step` and
+    :func:`lif_scan`.
+
+    ``decay``, ``v_th`` (scalars or arrays that broadcast against one time step) and
+    ``surrogate`` (a :class:`jsnn.surrogate.Surrogate`, itself a pytree) are its leaves, traced
+    under ``jit``; ``reset`` (``"hard"``, ``"soft"`` or ``"none"``) and ``detach_reset`` are
+    static metadata, so ``jax.jit(lif_step)`` takes the parameters as an argument and compiles
+    once per reset choice. Constructing it checks concrete values (ValueError naming the
+    argument); transformations rebuild it without checks, as they do surrogates.
+    """
+
+    decay: float | jax.Array
+    v_th: float | jax.Array
+    surrogate: Surrogate
+    reset: Reset = "hard"
+    detach_reset: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.surrogate, Surrogate):
+            raise TypeError(f"surrogate must be a jsnn.surrogate.Surrogate, got {self.surrogate!r}")
+        check_neuron_parameters(decay=self.decay, v_th=self.v_th, reset=self.reset)
+        if not isinstance(self.detach_reset, bool):
+            raise TypeError(f"detach_reset must be True or False, got {self.detach_reset!r}")
+
+    def _flatten_with_keys(self):
+        keyed = tuple((jax.tree_util.GetAttrKey(name), getattr(self, name)) for name in _LEAVES)
+        return keyed, tuple(getattr(self, name) for name in _STATIC)
+
+    def _flatten(self):
+        leaves = tuple(getattr(self, name) for name in _LEAVES)
+        return leaves, tuple(getattr(self, name) for name in _STATIC)
+
+    @classmethod
+    def _unflatten(cls, static, leaves):
+        # Transformations rebuild pytrees with tracers or sentinels as leaves: skip validation.
+        # (jax.tree_util.register_dataclass would rebuild through the constructor, checks and all.)
+        params = object.__new__(cls)
+        for name, value in (*zip(_LEAVES, leaves, strict=True), *zip(_STATIC, static, strict=True)):
+            object.__setattr__(params, name, value)
+        return params
+
+
+_LEAVES = ("decay", "v_th", "surrogate")
+_STATIC = ("reset", "detach_reset")
+jax.tree_util.register_pytree_with_keys(
+    LIFParams, LIFParams._flatten_with_keys, LIFParams._unflatten, LIFParams._flatten
+)
+
+
+def lif_step(
+    state: jax.Array, current: jax.Array, params: LIFParams
+) -> tuple[jax.Array, jax.Array]:
+    """One time step of LIF neurons (Dspike Eq. 1-2, CPNG Eq. 2): ``(state, spike)``.
+
+    ``state`` is the membrane ``u[t-1]`` after the previous step's reset (zeros before the first
+    step), ``current`` the input ``c[t]`` of this step, of the same shape (one time step, e.g.
+    ``[B, N]``)::
+
+        u_pre = decay * u[t-1] + c[t]                 Dspike Eq. 1
+        s[t]  = H(u_pre - v_th)                       Dspike Eq. 2; backward: the surrogate
+        u[t]  = u_pre * (1 - s[t])                    reset="hard" (Dspike Eq. 2, CPNG Eq. 2)
+              = u_pre - v_th * s[t]                   reset="soft" (reset by subtraction)
+              = u_pre                                 reset="none"
+
+    ``H`` is the exact step forward (a spike iff ``u_pre > v_th``) with the surrogate's
+    derivative backward (:func:`jsnn.surrogate.spike`). With ``detach_reset`` the reset term
+    passes no gradient through ``s[t]``. Returns the new state ``u[t]`` and the spikes ``s[t]``;
+    loop it over time with ``jax.lax.scan`` (that is :func:`lif_scan`), or by hand.
+    """
+    if not isinstance(params, LIFParams):
+        raise TypeError(f"params must be a jsnn.neuron.LIFParams, got {params!r}")
+    state = floating_array("state", state)
+    current = floating_array("current", current)
+    if current.shape != state.shape:
+        raise ValueError(
+            f"current must have the shape of state (one time step), {state.shape}; "
+            f"got {current.shape}"
+        )
+    _check_fits_step(params.decay, params.v_th, state.shape)
+    state, spike, _ = _step(
+        state,
+        current,
+        params.decay,
+        params.v_th,
+        params.surrogate,
+        params.reset,
+        params.detach_reset,
+    )
+    return state, spike
+
+
+def _step(u, current, decay, v_th, surrogate: Surrogate, reset: str, detach_reset: bool):
+    """:func:`lif_step` on plain values, also returning ``u_pre``: ``(u[t], s[t], u_pre[t])``.
+
+    The one statement of the step (Dspike Eq. 1-2) that :func:`lif_step`, :func:`lif_scan` and
+    the loop of :func:`lif` run.
+    """
+    u_pre = decay * u + current  # Dspike Eq. 1
+    return (*_fire(u_pre, v_th, surrogate, reset, detach_reset), u_pre)
+
+
+def _fire(u_pre, v_th, surrogate: Surrogate, reset: str, detach_reset: bool):
+    """The spike of the pre-spike membrane and the reset after it (Dspike Eq. 2): ``(u, s)``."""
+    s = surrogate(u_pre - v_th)
+    s_reset = jax.lax.stop_gradient(s) if detach_reset else s
+    return _after_reset(u_pre, s_reset, v_th, reset), s
+
+
+def lif_scan(
+    currents: jax.Array, params: LIFParams, *, v0: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """The reference loop: :func:`lif_step` under ``jax.lax.scan`` over time, differentiated by
+    autodiff. ``(final_state, spikes)``.
+
+    ``currents`` are batch-major ``[B, T, ...]`` (the module's time layout); ``v0`` is the
+    state before the first step (zeros by default), shaped like one time step ``[B, ...]``.
+    The spikes and their gradients are those of :func:`lif` (the tests check it for every
+    reset); :func:`lif` is the fast path, this is the oracle: its backward pass keeps every
+    step's intermediates and runs slower.
+    """
+    if not isinstance(params, LIFParams):
+        raise TypeError(f"params must be a jsnn.neuron.LIFParams, got {params!r}")
+    if np.ndim(currents) < 2:
+        raise ValueError(
+            f"currents must be batch-major [B, T, ...], got shape {np.shape(currents)}"
+        )
+    currents, _, _, v0 = _sequence_inputs(
+        currents, params.decay, params.v_th, params.surrogate, params.reset, 1, v0
+    )
+    state, spikes = jax.lax.scan(
+        lambda u, c: lif_step(u, c, params), v0, jnp.moveaxis(currents, 1, 0)
+    )
+    return state, jnp.moveaxis(spikes, 0, 1).astype(currents.dtype)
+
+
 def lif(
     currents: jax.Array,
     *,
@@ -50,14 +206,16 @@ def lif(
     v_th: float | jax.Array,
     surrogate: Surrogate,
     reset: Reset = "hard",
-    time_axis: int = 0,
+    time_axis: int = 1,
     v0: jax.Array | None = None,
     detach_reset: bool = False,
     return_membrane: bool = False,
-) -> jax.Array | tuple[jax.Array, jax.Array]:
-    """Leaky integrate-and-fire neurons driven by ``currents`` over all time steps.
+    return_state: bool = False,
+) -> jax.Array | tuple[jax.Array, ...]:
+    """Leaky integrate-and-fire neurons driven by ``currents`` over all time steps: the fast
+    scan of :func:`lif_step`, with a backward pass written by hand.
 
-    For every step ``t`` (Dspike Eq. 1-2, CPNG Eq. 2)::
+    For every step ``t`` (Dspike Eq. 1-2, CPNG Eq. 2; see :func:`lif_step`)::
 
         u_pre[t] = decay * u[t-1] + c[t]
         s[t]     = H(u_pre[t] - v_th)             forward: exact step; backward: surrogate
@@ -65,14 +223,39 @@ def lif(
                  = u_pre[t] - v_th * s[t]         reset="soft" (reset by subtraction)
                  = u_pre[t]                       reset="none"
 
-    with ``u[-1] = v0`` (zeros by default). ``decay = 1`` gives IF neurons; PLIF passes
-    ``decay = sigmoid(w)`` of a learnt ``w``. ``decay`` and ``v_th`` are scalars or arrays that
-    broadcast against one time step of ``currents``. ``detach_reset`` stops the gradient through
-    ``s[t]`` in the reset term (the authors' code keeps it, hence the default).
+    with ``u[-1] = v0`` (zeros by default). ``currents`` are batch-major ``[B, T, ...]``, the
+    time layout of the whole library (module docstring); ``time_axis`` puts time elsewhere
+    (``time_axis=0`` for time-major ``[T, B, ...]``). ``decay = 1`` gives IF neurons; PLIF
+    passes ``decay = sigmoid(w)`` of a learnt ``w``. ``decay`` and ``v_th`` are scalars or arrays
+    that broadcast against one time step of ``currents``. ``detach_reset`` stops the gradient
+    through ``s[t]`` in the reset term (the authors' code keeps it, hence the default).
 
     Returns the spikes, shaped like ``currents``; with ``return_membrane`` also the pre-spike
-    membrane ``u_pre`` (what CPNG's chi is computed from), shaped the same.
+    membrane ``u_pre`` (what CPNG's chi is computed from), shaped the same; with
+    ``return_state`` also the final state ``u[T-1]``, shaped like one time step, from which
+    ``lif(next_currents, v0=state, ...)`` continues the sequence. The outputs come in that
+    order: ``spikes[, u_pre][, state]``. The final state costs one membrane-sized cotangent in
+    the backward pass; without ``return_state`` nothing changes.
     """
+    currents, decay, v_th, v0 = _sequence_inputs(
+        currents, decay, v_th, surrogate, reset, time_axis, v0
+    )
+    time_axis %= currents.ndim
+    options = _Options(reset, detach_reset, return_membrane or return_state, time_axis)
+    outputs = _lif_loop(currents, v0, decay, v_th, surrogate, options)
+    if not return_state:
+        return outputs
+    spikes, u_pre = outputs
+    # The last step's reset, from its pre-spike membrane (whose gradient the loop's backward
+    # pass takes as a membrane cotangent).
+    u_last = _at(u_pre, currents.shape[time_axis] - 1, time_axis)
+    state, _ = _fire(u_last, v_th, surrogate, reset, detach_reset)
+    return (spikes, u_pre, state) if return_membrane else (spikes, state)
+
+
+def _sequence_inputs(currents, decay, v_th, surrogate, reset: str, time_axis: int, v0):
+    """The checked inputs of :func:`lif` and :func:`lif_scan`: ``(currents, decay, v_th, v0)``,
+    the parameters and ``v0`` in the state's dtype, the parameters with the rank of one step."""
     currents = floating_array("currents", currents)
     if not isinstance(surrogate, Surrogate):
         raise TypeError(f"surrogate must be a jsnn.surrogate.Surrogate, got {surrogate!r}")
@@ -80,20 +263,12 @@ def lif(
     ndim = currents.ndim
     if not -ndim <= time_axis < ndim:
         raise ValueError(
-            f"time_axis={time_axis} does not exist for currents of shape {currents.shape}"
+            f"time_axis={time_axis} does not exist for currents of shape {currents.shape} "
+            f"(time_axis=1, the default, is batch-major [B, T, ...]; 0 is time-major)"
         )
     time_axis %= ndim
     step_shape = currents.shape[:time_axis] + currents.shape[time_axis + 1 :]
-    for name, value in (("decay", decay), ("v_th", v_th)):
-        try:
-            fits = np.broadcast_shapes(np.shape(value), step_shape) == step_shape
-        except ValueError:
-            fits = False
-        if not fits:
-            raise ValueError(
-                f"{name} of shape {np.shape(value)} must broadcast to one time step of "
-                f"currents, shape {step_shape}"
-            )
+    _check_fits_step(decay, v_th, step_shape)
     # bf16/f16 currents still integrate in float32: the membrane is a long running sum.
     state_dtype = jnp.promote_types(currents.dtype, jnp.float32)
     # Rank of one step, so that inserting the time axis broadcasts them over the whole sequence.
@@ -106,8 +281,22 @@ def lif(
             raise ValueError(
                 f"v0 must have the shape of one time step of currents, {step_shape}; got {v0.shape}"
             )
-    options = _Options(reset, detach_reset, return_membrane, time_axis)
-    return _lif_loop(currents, v0, decay, v_th, surrogate, options)
+    return currents, decay, v_th, v0
+
+
+def _check_fits_step(decay, v_th, step_shape: tuple[int, ...]) -> None:
+    """ValueError naming the parameter unless it broadcasts to one time step without changing
+    its shape (spikes and membrane keep the shape of one step of currents)."""
+    for name, value in (("decay", decay), ("v_th", v_th)):
+        try:
+            fits = np.broadcast_shapes(np.shape(value), step_shape) == step_shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(
+                f"{name} of shape {np.shape(value)} must broadcast to one time step of "
+                f"currents, shape {step_shape}"
+            )
 
 
 def _step_rank(parameter: jax.Array, ndim: int) -> jax.Array:
@@ -152,11 +341,10 @@ def _forward(currents, v0, decay, v_th, surrogate, options: _Options):
 
     def step(t, carry):
         u, current, membrane = carry
-        u_pre = decay * u + current
-        s = surrogate(u_pre - v_th)
+        u, _, u_pre = _step(u, current, decay, v_th, surrogate, options.reset, options.detach_reset)
         membrane = _put(membrane, u_pre, t, axis)
         # The next current, read after this step's write (at the last step, a clamped re-read).
-        return _after_reset(u_pre, s, v_th, options.reset), _at(membrane, t + 1, axis), membrane
+        return u, _at(membrane, t + 1, axis), membrane
 
     # One array for the whole loop: step t reads its current from slot t and writes its u_pre
     # there (the spikes follow from u_pre afterwards). A read after the write, not before it,

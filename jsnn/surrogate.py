@@ -32,6 +32,7 @@ __all__ = [
     "Surrogate",
     "Triangular",
     "get",
+    "kind",
     "names",
     "spike",
 ]
@@ -223,11 +224,17 @@ def names() -> tuple[str, ...]:
     return tuple(_BY_NAME)
 
 
-def get(name: str, **parameters) -> Surrogate:
-    """Builds a surrogate from its name (case-insensitive), e.g. ``get("dspike", b=2.0)``."""
+def kind(name: str) -> type[Surrogate]:
+    """The surrogate class of a name (case-insensitive), without building one (no arrays)."""
     cls = _BY_NAME.get(str(name).lower())
     if cls is None:
         raise ValueError(f"surrogate name {name!r} is not known; expected one of {names()}")
+    return cls
+
+
+def get(name: str, **parameters) -> Surrogate:
+    """Builds a surrogate from its name (case-insensitive), e.g. ``get("dspike", b=2.0)``."""
+    cls = kind(name)
     try:
         return cls(**parameters)
     except TypeError as error:

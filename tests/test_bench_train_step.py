@@ -1,13 +1,17 @@
 """The train-step benchmark runs end to end on a toy model and writes measured numbers."""
 
+import dataclasses
 import re
 
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from benchmarks import train_step
+from benchmarks.common import DataShape
 from jsnn import LIF
+from jsnn.run import build_model
 
 TINY = [
     "--model",
@@ -111,8 +115,7 @@ def test_naive_scan_lif_is_the_same_neuron(reset):
     currents = jax.random.normal(jax.random.key(0), (3, 7, 5))  # [B, T, N]
     weights = jax.random.normal(jax.random.key(1), currents.shape)
     layer = LIF(decay=0.6, reset=reset)
-    scan = train_step._with_scan_lif(LIF(decay=0.6, reset=reset))
-    assert type(scan) is train_step.ScanLIF
+    scan = train_step.ScanLIF(decay=0.6, reset=reset)
 
     def loss(layer, c):
         return (layer(c) * weights).sum()
@@ -123,3 +126,20 @@ def test_naive_scan_lif_is_the_same_neuron(reset):
         strict=True,
     ):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_naive_scan_model_has_only_scan_lif_layers_with_the_recipes_neurons():
+    args = train_step.parse_args(TINY)
+    config = train_step._config(args, steps=2, remat="none", dtype="float32", spiking=True)
+    naive = dataclasses.replace(config, method=train_step.NaiveScan())
+    shape = DataShape(num_classes=10, input_shape=(8, 8, 1))
+    plain, scan = (build_model(c, shape) for c in (config, naive))
+    layers = [m for _, m in nnx.iter_modules(plain) if isinstance(m, LIF)]
+    scans = [m for _, m in nnx.iter_modules(scan) if isinstance(m, LIF)]
+    assert layers and [type(m) for m in scans] == [train_step.ScanLIF] * len(layers)
+    assert all(type(m) is LIF for m in layers)
+    for a, b in zip(layers, scans, strict=True):
+        same = (a.reset, a.detach_reset, float(a.decay), repr(a.surrogate.get_value()))
+        assert same == (b.reset, b.detach_reset, float(b.decay), repr(b.surrogate.get_value()))
+    image = jax.random.uniform(jax.random.key(2), (2, 8, 8, 1))
+    np.testing.assert_allclose(plain(image), scan(image), rtol=1e-5, atol=1e-6)

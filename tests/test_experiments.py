@@ -5,7 +5,8 @@ import dataclasses
 import tensorflow_datasets as tfds
 
 from experiments import cifar
-from jsnn import train
+from jsnn import recipes, run
+from jsnn.config import Config
 
 
 @dataclasses.dataclass
@@ -24,16 +25,20 @@ def test_cifar_recipe_trains_the_modified_resnet18_on_mock_cifar(tmp_path, capsy
     assert 0.0 <= metrics["accuracy"] <= 1.0
     # 3 stem LIF layers + 2 in each of the 8 basic blocks.
     assert len([name for name in metrics if name.startswith("firing_rate/")]) == 19
-    config = (tmp_path / "config.json").read_text()
-    for setting in ('"model": "resnet18_modified"', '"lr": 0.01', '"cutout": 16', '"steps": 2'):
-        assert setting in config
+    config = Config.from_json((tmp_path / "config.json").read_text())
+    assert (config.model.name, config.train.lr, config.data.cutout) == (
+        "resnet18_modified",
+        0.01,
+        16,
+    )
+    assert config.model.time_steps == 2 and config.method.directions == 8
     out = capsys.readouterr().out
     assert "final test accuracy" in out and "Dspike temperature b" in out
     assert (tmp_path / "temperature.png").exists()
 
 
 def test_every_recipe_builds_its_model_for_its_data_shape():
-    for name, config in cifar.RECIPES.items():
-        assert config.dataset in ("cifar10", "cifar100"), name
-        model = train.build_model(config, _CifarShape(num_classes=100))
+    for name, config in recipes.CIFAR.items():
+        assert config.data.name in ("cifar10", "cifar100"), name
+        model = run.build_model(config, _CifarShape(num_classes=100))
         assert model.num_classes == 100 and model.in_channels == 3, name

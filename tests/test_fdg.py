@@ -12,9 +12,11 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from flax import nnx
 
-from jsnn import losses, neuron, surrogate
+from jsnn import losses, models, neuron, surrogate, train
 from jsnn.methods import fdg
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -37,11 +39,10 @@ def _snn_loss(x, labels, *, steps=4, b=1.0):
     """A tiny two-layer spiking network: linear -> LIF (Dspike(b)) -> linear, mean readout."""
 
     def loss(weights, temperature=b):
-        currents = jnp.broadcast_to(
-            x @ weights["w1"], (steps, *x.shape[:1], weights["w1"].shape[1])
-        )
+        hidden = x @ weights["w1"]  # [B, H], the same current at every step: [B, T, H]
+        currents = jnp.broadcast_to(hidden[:, None], (x.shape[0], steps, hidden.shape[1]))
         spikes = neuron.lif(currents, decay=0.25, v_th=0.5, surrogate=surrogate.Dspike(temperature))
-        outputs = jnp.einsum("tbh,hc->btc", spikes, weights["w2"])
+        outputs = jnp.einsum("bth,hc->btc", spikes, weights["w2"])
         return losses.mean_output_cross_entropy(outputs, labels)
 
     return loss
@@ -177,6 +178,159 @@ def test_search_keeps_b_positive_and_keeps_the_current_b_on_ties():
         return w[0] + b * w[1] + jax.lax.stop_gradient((1 - b) * w[1])
 
     assert float(fdg.search_temperature(prefers_small_b, w, 2.0, step=0.5)["b"]) == 1.5
+
+
+def test_candidates_are_b_then_up_then_down_for_each_temperature():
+    np.testing.assert_allclose(fdg.candidates(1.0, 0.2), [1.0, 1.2, 0.8], rtol=1e-6)
+    grid = fdg.candidates(jnp.array([0.1, 4.0]), 0.5)
+    np.testing.assert_allclose(grid, [[0.1, 0.6, -0.4], [4.0, 4.5, 3.5]], rtol=1e-6)
+    assert fdg.candidates(2, 1.0).dtype == jnp.float32  # an integer b is a float temperature
+
+
+def test_candidate_gradients_are_one_gradient_per_temperature():
+    x, labels = _data(batch=32)
+    loss = _snn_loss(x, labels)
+    weights = _weights()
+    temperatures = fdg.candidates(jnp.array([1.0, 3.0]), 0.2)  # [2, 3]
+    found = jax.jit(fdg.candidate_gradients, static_argnums=0)(loss, weights, temperatures)
+    assert found["w1"].shape == (2, 3, *weights["w1"].shape)
+    gradient = jax.jit(jax.grad(loss))
+    for i, j in np.ndindex(2, 3):
+        expected = gradient(weights, temperatures[i, j])
+        for name in weights:
+            np.testing.assert_allclose(found[name][i, j], expected[name], rtol=1e-5, atol=1e-7)
+    assert not np.allclose(found["w1"][0, 0], found["w1"][1, 0])  # b changes the gradient
+
+
+def test_choose_takes_the_most_similar_candidate_and_keeps_b_on_ties():
+    # Algorithm 1: the candidate of highest cosine with the FDG becomes b; the current b stays
+    # unless another is strictly better; b - step is a candidate only while it is > 0.
+    reference = {"w": jnp.array([1.0, 0.0])}
+    along, off, against = [1.0, 0.0], [1.0, 1.0], [-1.0, 0.0]
+
+    def decide(b, rows, step=0.5):
+        temperatures = fdg.candidates(b, step)
+        return fdg.choose(temperatures, {"w": jnp.array(rows)}, reference)
+
+    result = decide(1.0, [off, along, against])  # b + step points along the FDG
+    assert float(result["b"]) == 1.5
+    np.testing.assert_allclose(result["cosines"], [1 / np.sqrt(2), 1.0, -1.0], rtol=1e-6)
+    assert float(decide(1.0, [off, against, along])["b"]) == 0.5  # b - step
+    assert float(decide(1.0, [along, along, along])["b"]) == 1.0  # a three-way tie keeps b
+    assert float(decide(1.0, [off, along, along])["b"]) == 1.5  # up before down on their tie
+    small = decide(0.4, [off, against, along])  # b - step = -0.1: never chosen
+    assert float(small["b"]) == pytest.approx(0.4) and float(small["cosines"][2]) == -np.inf
+    # Many temperatures at once: one decision per row.
+    grid = fdg.choose(
+        fdg.candidates(jnp.array([1.0, 0.4]), 0.5),
+        {"w": jnp.array([[off, against, along], [off, against, along]])},
+        reference,
+    )
+    np.testing.assert_allclose(grid["b"], [0.5, 0.4], rtol=1e-6)
+
+
+def test_choose_on_sketches_compares_the_projected_gradients():
+    key1, key2 = jax.random.split(jax.random.key(5))
+    gradients = jax.random.normal(key1, (3, 10))
+    reference = jax.random.normal(key2, (10,))
+    directions = fdg.random_directions(jax.random.key(6), 10, 4)
+    temperatures = fdg.candidates(1.0, 0.2)
+    sketched = fdg.choose(temperatures, gradients, directions @ reference, directions)
+    expected = [fdg.cosine_similarity(directions @ g, directions @ reference) for g in gradients]
+    np.testing.assert_allclose(sketched["cosines"], expected, rtol=1e-5)
+    full = fdg.choose(temperatures, gradients, directions.T @ directions @ reference)
+    assert full["cosines"].shape == (3,)
+    with pytest.raises(ValueError, match="reference"):
+        fdg.choose(temperatures, gradients, reference[:4])
+    with pytest.raises(ValueError, match="gradients"):
+        fdg.choose(temperatures, gradients[:2], reference)
+
+
+def _mlp_and_loss(x, labels):
+    """A smooth two-layer network as an ``nnx.State`` of parameters and the trainer's ``f``."""
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.hidden = nnx.Linear(x.shape[1], 5, rngs=rngs)
+            self.out = nnx.Linear(5, 4, rngs=rngs)
+
+        def __call__(self, inputs):
+            return self.out(jnp.tanh(self.hidden(inputs)))
+
+    graphdef, params = nnx.split(Net(nnx.Rngs(0)), nnx.Param)
+
+    def f(p):
+        outputs = nnx.merge(graphdef, p)(x)
+        return losses.mean_output_cross_entropy(outputs[:, None], labels), outputs
+
+    return params, f
+
+
+def test_fdg_as_a_gradient_is_eq_10_for_the_selected_parameters_and_autodiff_elsewhere():
+    x, labels = _data()
+    params, f = _mlp_and_loss(x, labels)
+    (value, outputs), exact = jax.value_and_grad(f, has_aux=True)(params)
+
+    def loss(p):
+        return f(p)[0]
+
+    everything = jax.jit(
+        lambda p: fdg.finite_difference_value_and_grad(eps=0.1, chunk_size=7)(f, p)
+    )
+    (found_value, found_outputs), grads = everything(params)
+    np.testing.assert_allclose(found_value, value, rtol=1e-6)
+    np.testing.assert_allclose(found_outputs, outputs, rtol=1e-6)
+    assert jax.tree.structure(grads) == jax.tree.structure(params)
+    reference = fdg.finite_difference_gradient(loss, params, eps=0.1)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(reference), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+    # Only the hidden layer's kernel: its FDG; autodiff, exactly, for the rest.
+    def hidden_kernel(path, value):
+        return tuple(path) == ("hidden", "kernel")
+
+    gradient = fdg.finite_difference_value_and_grad(eps=0.1, chunk_size=64, select=hidden_kernel)
+    _, mixed = jax.jit(lambda p: gradient(f, p))(params)
+    assert jax.tree.structure(mixed) == jax.tree.structure(params)
+    np.testing.assert_allclose(
+        mixed["hidden"]["kernel"][...], reference["hidden"]["kernel"][...], rtol=1e-4, atol=1e-6
+    )
+    for layer, name in (("hidden", "bias"), ("out", "kernel"), ("out", "bias")):
+        np.testing.assert_allclose(mixed[layer][name][...], exact[layer][name][...], rtol=1e-6)
+    # A smooth loss: central differences approach the true gradient (error O(eps^2)).
+    _, fine = jax.jit(lambda p: fdg.finite_difference_value_and_grad(eps=1e-2)(f, p))(params)
+    for a, b in zip(jax.tree.leaves(fine), jax.tree.leaves(exact), strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-3)
+    with pytest.raises(ValueError, match="select"):
+        fdg.finite_difference_value_and_grad(select=lambda path, value: False)(f, params)
+    with pytest.raises(ValueError, match="eps"):
+        fdg.finite_difference_value_and_grad(eps=0.0)
+
+
+def test_fdg_gradient_trains_through_the_trainers_step():
+    model = models.get("fdg_toy", steps=1, rngs=nnx.Rngs(0))
+    x, labels = jax.random.uniform(jax.random.key(0), (8, 8, 8, 1)), jnp.arange(8) % 10
+    batch = {"image": x, "label": labels}
+    tx = optax.sgd(0.1)
+    state = train.TrainState.create(model, tx)
+    gradient = fdg.finite_difference_value_and_grad(eps=0.1, chunk_size=54)
+    new, metrics = jax.jit(
+        lambda s, b: train.train_step(
+            s, b, tx=tx, loss=losses.mean_output_cross_entropy, gradient=gradient
+        )
+    )(state, batch)
+    loss_of = lambda p: losses.batch_loss(  # noqa: E731
+        nnx.merge(state.graphdef, p, state.rest), batch, losses.mean_output_cross_entropy
+    )[0]
+    expected = fdg.finite_difference_gradient(loss_of, state.params, eps=0.1)
+    for before, after, g in zip(
+        jax.tree.leaves(state.params),
+        jax.tree.leaves(new.params),
+        jax.tree.leaves(expected),
+        strict=True,
+    ):
+        np.testing.assert_allclose(after, before - 0.1 * g, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(metrics["loss"], loss_of(state.params), rtol=1e-6)
 
 
 def test_bad_arguments_name_the_argument():

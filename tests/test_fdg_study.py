@@ -13,7 +13,7 @@ from flax import nnx
 
 import jsnn
 from experiments import fdg_study
-from jsnn import models
+from jsnn import losses, models
 from jsnn.data import load_digits
 from jsnn.methods.fdg import finite_difference_gradient
 from jsnn.surrogate import Rectangular
@@ -58,20 +58,39 @@ def test_toy_model_is_the_papers_first_layer_of_54_weights_and_108_passes():
     # One FDG of the first layer, at the study's default chunk size: 2 x 54 = 108 passes.
     calls = []
     data = load_digits()
-    spiking = fdg_study.Toy(spiking=True, steps=2, seed=0, dtype=np.float32)
-    x, labels = data["train_images"][:16], data["train_labels"][:16]
-    loss = spiking.first_layer_loss(spiking.initial_params, x, labels)
+    spiking = models.get("fdg_toy", steps=2, rngs=nnx.Rngs(0))
+    batch = {"image": data["train_images"][:16], "label": data["train_labels"][:16]}
+    loss, weights = fdg_study.first_layer_loss(spiking, batch)
+    (kernel,) = jax.tree.leaves(weights)  # the first layer is the input layer's kernel alone
+    assert kernel is spiking.input_layer().kernel.get_value()
 
     def counted(w):
-        jax.debug.callback(lambda _: calls.append(1), w.sum())
+        jax.debug.callback(lambda _: calls.append(1), jax.tree.leaves(w)[0].sum())
         return loss(w)
 
     chunk = fdg_study.parse_args([]).chunk_size
-    weights = spiking.first_layer(spiking.initial_params)
     fdg = jax.jit(lambda w: finite_difference_gradient(counted, w, eps=0.1, chunk_size=chunk))
     fdg = fdg(weights)
     jax.effects_barrier()
-    assert len(calls) == 108 and fdg.shape == (3, 3, 1, 6)
+    assert len(calls) == 108 and jax.tree.leaves(fdg)[0].shape == (3, 3, 1, 6)
+
+
+def test_frozen_control_zeroes_the_first_layer_and_keeps_the_rest_exact():
+    model = models.get("fdg_toy", steps=2, rngs=nnx.Rngs(0))
+    data = load_digits()
+    batch = {"image": data["train_images"][:16], "label": data["train_labels"][:16]}
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def f(p):
+        return losses.batch_loss(nnx.merge(graphdef, p, rest), batch, fdg_study.LOSS)
+
+    gradient = fdg_study.frozen_first_layer(fdg_study.first_layer(model))
+    both = jax.jit(lambda p: (gradient(f, p), jax.value_and_grad(f, has_aux=True)(p)))
+    ((value, _), grads), ((expected_value, _), expected) = both(params)
+    assert float(value) == float(expected_value)
+    np.testing.assert_array_equal(grads["units"][0]["conv"]["kernel"][...], 0.0)
+    assert np.any(expected["units"][0]["conv"]["kernel"][...] != 0)
+    np.testing.assert_array_equal(grads["fc"]["kernel"][...], expected["fc"]["kernel"][...])
 
 
 def test_study_writes_its_tables_figures_and_numbers(study):

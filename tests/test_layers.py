@@ -20,7 +20,7 @@ import pytest
 from flax import nnx
 
 import jsnn
-from jsnn import encoding, losses, norm
+from jsnn import encoding, losses, models, norm
 from jsnn.layers import SurrogateVariable
 from jsnn.surrogate import Dspike, Sigmoid, Triangular
 
@@ -281,6 +281,52 @@ def test_surrogate_replaced_inside_nnx_jit():
         assert isinstance(surrogate, Dspike)
         np.testing.assert_allclose(surrogate.b, 3.0)
         np.testing.assert_allclose(surrogate.width, 1.0)
+
+
+# --------------------------------------------------------------------------- firing-rate mode
+
+
+def _firing_rates(model, x):
+    """Module path -> the firing rates ``nnx.capture`` collects from one call of ``model``."""
+    _, intermediates = nnx.capture(model, nnx.Intermediate)(x)
+    rates = {}
+    for path, rate in jax.tree_util.tree_leaves_with_path(intermediates):
+        keys = tuple(key.key for key in path if isinstance(key, jax.tree_util.DictKey))
+        assert keys[-1] == "firing_rate", path
+        rates.setdefault(keys[:-1], []).append(float(rate))
+    return rates
+
+
+def test_eval_mode_records_one_firing_rate_per_lif_layer():
+    # record_firing_rate is a mode flag set through Flax's idiom, with no isinstance(LIF) loop:
+    # model.eval(record_firing_rate=True) reaches every LIF layer of a zoo model, and passes over
+    # an ANN twin (no LIF, no attribute of that name) without error.
+    snn = models.digits_net(steps=3, rngs=nnx.Rngs(0))
+    ann = models.ann_twin(models.digits_net, rngs=nnx.Rngs(0))
+    x = 6.0 * jax.random.uniform(jax.random.key(0), (4, 8, 8, 1))
+    lif_paths = {path for path, m in nnx.iter_modules(snn) if isinstance(m, jsnn.LIF)}
+    assert len(lif_paths) == 2
+    assert _firing_rates(snn, x) == {}  # off by default
+
+    snn.eval(record_firing_rate=True)
+    assert snn.units[0].norm.use_running_average is True  # still eval mode
+    rates = _firing_rates(snn, x)
+    assert set(rates) == lif_paths and all(len(calls) == 1 for calls in rates.values())
+    # Each is its layer's mean spike: the first layer's, recomputed from its own input.
+    folded = encoding.direct(x, 3).reshape(12, 8, 8, 1)
+    spikes = nnx.capture(snn.units[0], nnx.Intermediate)(folded, 3)[0]
+    first = rates[("units", 0, "act", "neuron")][0]
+    np.testing.assert_allclose(first, jnp.mean(spikes), rtol=1e-6)
+    assert all(0 < calls[0] < 1 for calls in rates.values()), rates
+
+    ann.eval(record_firing_rate=True)  # no LIF: nothing set, nothing raised
+    assert ann.units[0].norm.use_running_average is True
+    assert _firing_rates(ann, x) == {}
+    assert ann(x).shape == (4, 10)
+
+    snn.train(record_firing_rate=False)
+    assert _firing_rates(snn, x) == {}
+    assert snn.units[0].norm.use_running_average is False
 
 
 # --------------------------------------------------------------------------- training

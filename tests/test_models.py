@@ -26,6 +26,8 @@ from flax import nnx
 import jsnn
 from jsnn import models
 from jsnn.losses import mean_output_cross_entropy
+from jsnn.models import common
+from jsnn.models.common import NeuronSlot
 
 BATCH, STEPS, CLASSES = 2, 2, 3
 # Spatial size per model: the smallest the layout takes (flattening nets have a fixed size, the
@@ -369,14 +371,23 @@ def test_avg_down_shortcut_pools_partial_windows_like_ceil_mode():
     np.testing.assert_allclose(np.asarray(shortcut(x))[0, :, :, 0], expected)
 
 
-def test_neurons_unfold_the_folded_batch_and_relu_in_the_twin():
+def test_neuron_slot_unfolds_the_folded_batch_and_relu_in_the_twin():
+    # The zoo's internal neuron slot: folded [B*T, ...] -> [B, T, ...] -> neuron -> folded, the
+    # mirror image of jsnn.TimeDistributed (the public adapter), and kept out of the public API.
     x = jax.random.normal(jax.random.key(0), (2 * 3, 5))  # B=2, T=3, folded batch-major
-    layer = models.Neurons(jsnn.LIF)
+    layer = NeuronSlot(jsnn.LIF)
     expected = layer.neuron(x.reshape(2, 3, 5)).reshape(6, 5)
     np.testing.assert_array_equal(layer(x, 3), expected)
-    np.testing.assert_array_equal(models.Neurons(None)(x, 3), jax.nn.relu(x))
+    np.testing.assert_array_equal(NeuronSlot(None)(x, 3), jax.nn.relu(x))
     with pytest.raises(TypeError, match=r"nnx\.Module"):
-        models.Neurons(lambda: jax.nn.relu)
+        NeuronSlot(lambda: jax.nn.relu)
+    assert "NeuronSlot" not in models.__all__ and "NeuronSlot" not in common.__all__
+    assert not hasattr(models, "NeuronSlot") and not hasattr(models, "Neurons")
+    # The slot keeps its attribute name, so the models' state paths are unchanged.
+    model = models.digits_net(num_classes=CLASSES, steps=STEPS, rngs=_rngs(0))
+    assert isinstance(model.units[0].act, NeuronSlot)
+    paths = {path for path, _ in nnx.to_flat_state(nnx.state(model))}
+    assert ("units", 0, "act", "neuron", "v_th") in paths
 
 
 # ------------------------------------------------------------ inputs, time and BN behaviour
@@ -493,6 +504,36 @@ def test_default_configuration_is_dspike_lif_with_tdbn():
 def test_neuron_factory_rejects_bad_values(kwargs, error, message):
     with pytest.raises(error, match=message):
         models.neuron_factory(**kwargs)
+
+
+def test_norm_factory_kinds():
+    # "tdbn": tdBN (Dspike Eq. 4-5), the normalised input scaled by alpha * v_th with alpha 1;
+    # "bn": plain time-folded BN (DSR supplement C.2), scale 1 whatever v_th.
+    assert models.NORM_KINDS == ("tdbn", "bn")
+    for kind, v_th, scale in (("tdbn", 0.5, 0.5), ("tdbn", 0.3, 0.3), ("BN", 0.3, 1.0)):
+        layer = models.norm_factory(kind, v_th=v_th)(4)
+        assert isinstance(layer, jsnn.TDBatchNorm) and layer.gamma.shape == (4,)
+        assert np.isclose(layer.scale, scale), (kind, v_th)
+    assert models.norm_factory()(4).scale == 0.5  # the default is tdBN at the default v_th
+    assert models.norm_factory("bn") == jsnn.TDBatchNorm.time_folded
+    model = models.digits_net(
+        num_classes=CLASSES, steps=STEPS, norm=models.norm_factory("tdbn", v_th=0.3), rngs=_rngs(0)
+    )
+    assert all(np.isclose(unit.norm.scale, 0.3) for unit in model.units)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(kind="batchnorm"), r"kind must be one of \('tdbn', 'bn'\), got 'batchnorm'"),
+        (dict(kind=None), r"kind must be one of \('tdbn', 'bn'\), got None"),
+        (dict(v_th=0.0), "v_th must be a positive number, got 0.0"),
+        (dict(v_th=float("nan")), "v_th must be a positive number, got nan"),
+    ],
+)
+def test_norm_factory_rejects_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        models.norm_factory(**kwargs)
 
 
 def test_neuron_factory_kinds():

@@ -1,4 +1,4 @@
-"""Tests for ``jsnn.lif``: LIF/IF/PLIF neuron dynamics scanned over time.
+"""Tests for ``jsnn.lif``, ``jsnn.lif_step`` and ``jsnn.lif_scan``: LIF/IF/PLIF neuron dynamics.
 
 The statements checked come from Dspike (Li et al. 2021) Eq. 1-2 and CPNG Eq. 2:
 
@@ -9,6 +9,10 @@ The statements checked come from Dspike (Li et al. 2021) Eq. 1-2 and CPNG Eq. 2:
 plus the soft reset u[t] = u_pre[t] - V_th s[t] and no reset, as the issue asks for. The forward
 pass is compared with a plain NumPy loop, the backward pass with an unrolled JAX loop using the
 same surrogate spike function, and the invariants of the dynamics with hypothesis properties.
+The fast ``lif`` is also compared with the reference ``lif_scan`` (autodiff of ``lax.scan`` over
+``lif_step``) and with ``lif_step`` looped by hand. The NumPy and unrolled references are
+time-major, so those tests pass ``time_axis=0``; the library's default is batch-major
+``[B, T, ...]`` (``tests/test_time_convention.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from hypothesis.extra import numpy as hnp
 from jax.ad_checkpoint import print_saved_residuals
 
 import jsnn
-from jsnn.neuron import lif
+from jsnn.neuron import LIFParams, lif, lif_scan, lif_step
 from jsnn.surrogate import Dspike, Rectangular, Surrogate, Triangular
 
 RESETS = ("hard", "soft", "none")
@@ -170,15 +174,16 @@ def test_single_time_step():
     # T = 1: u_pre[0] = decay * v0 + c[0].
     c = jnp.array([[0.3, 0.9, -0.2]], jnp.float32)
     v0 = jnp.array([0.5, -0.5, 2.0], jnp.float32)
-    s, u = lif(c, decay=0.5, v_th=0.5, surrogate=Dspike(), v0=v0, return_membrane=True)
+    s, u = lif(c, decay=0.5, v_th=0.5, surrogate=Dspike(), v0=v0, time_axis=0, return_membrane=True)
     np.testing.assert_allclose(u, [[0.55, 0.65, 0.8]], rtol=1e-6)
     np.testing.assert_array_equal(s, [[1.0, 1.0, 1.0]])
 
 
 def test_strict_threshold_and_default_hard_reset():
     # Dspike Eq. 2: a spike iff u_pre > V_th strictly; u_pre == V_th does not fire.
-    currents = jnp.array([[0.5], [0.5], [0.25], [0.5]], jnp.float32)
-    s, u = lif(currents, decay=1.0, v_th=0.5, surrogate=Triangular(), return_membrane=True)
+    currents = jnp.array([[0.5], [0.5], [0.25], [0.5]], jnp.float32)  # [T, N]
+    kwargs = dict(decay=1.0, v_th=0.5, surrogate=Triangular(), time_axis=0)
+    s, u = lif(currents, **kwargs, return_membrane=True)
     np.testing.assert_array_equal(np.asarray(s)[:, 0], [0.0, 1.0, 0.0, 1.0])
     # Hard reset is the default: after the spike at t=1 the membrane restarts from 0.
     np.testing.assert_array_equal(np.asarray(u)[:, 0], [0.5, 1.0, 0.25, 0.75])
@@ -229,6 +234,7 @@ def jsnn_value_and_grads(args, w_s, w_u, surrogate, *, reset, detach_reset):
             v_th=v_th,
             surrogate=surrogate,
             reset=reset,
+            time_axis=0,
             v0=v0,
             detach_reset=detach_reset,
             return_membrane=True,
@@ -275,7 +281,7 @@ def test_gradients_match_unrolled_loop(name, reset):
         grads[detach_reset] = got
 
     # detach_reset leaves the forward pass alone ...
-    kwargs = dict(decay=decay, v_th=v_th, surrogate=surrogate, reset=reset, v0=v0)
+    kwargs = dict(decay=decay, v_th=v_th, surrogate=surrogate, reset=reset, time_axis=0, v0=v0)
     kept = JIT_LIF(c, **kwargs, return_membrane=True)
     detached = JIT_LIF(c, **kwargs, detach_reset=True, return_membrane=True)
     for a, b in zip(kept, detached, strict=True):
@@ -391,7 +397,7 @@ thresholds = st.floats(0.05, 3.0)
 @PROPERTY_SETTINGS
 @given(c=currents_arrays, decay=decays, v_th=thresholds, reset=st.sampled_from(RESETS))
 def test_spikes_are_binary(c, decay, v_th, reset):
-    s = np.asarray(JIT_LIF(c, decay=decay, v_th=v_th, surrogate=Dspike(), reset=reset))
+    s = np.asarray(JIT_LIF(c, decay=decay, v_th=v_th, surrogate=Dspike(), reset=reset, time_axis=0))
     assert s.shape == c.shape
     assert np.all((s == 0) | (s == 1))
 
@@ -402,7 +408,13 @@ def test_hard_reset_returns_membrane_to_zero(c, decay, v_th):
     # Dspike Eq. 2 / CPNG Eq. 2: u[t] = u_pre[t] (1 - s[t]) = 0 after a spike, so the next
     # pre-spike membrane is exactly the next input: u_pre[t+1] = decay * 0 + c[t+1].
     s, u = JIT_LIF(
-        c, decay=decay, v_th=v_th, surrogate=Triangular(), reset="hard", return_membrane=True
+        c,
+        decay=decay,
+        v_th=v_th,
+        surrogate=Triangular(),
+        reset="hard",
+        time_axis=0,
+        return_membrane=True,
     )
     s, u = np.asarray(s), np.asarray(u)
     fired = s[:-1] == 1
@@ -416,7 +428,8 @@ def test_hard_reset_returns_membrane_to_zero(c, decay, v_th):
 def test_soft_reset_if_conserves_charge(c, v_th):
     # Soft reset (reset by subtraction) with IF (decay = 1): u_pre[t] is the sum of the inputs
     # so far minus V_th times the number of spikes before t.
-    s, u = JIT_LIF(c, decay=1.0, v_th=v_th, surrogate=Dspike(), reset="soft", return_membrane=True)
+    kwargs = dict(decay=1.0, v_th=v_th, surrogate=Dspike(), reset="soft", time_axis=0)
+    s, u = JIT_LIF(c, **kwargs, return_membrane=True)
     s, u = np.asarray(s, np.float64), np.asarray(u, np.float64)
     earlier_spikes = np.cumsum(s, axis=0) - s
     want = np.cumsum(c.astype(np.float64), axis=0) - float(np.float32(v_th)) * earlier_spikes
@@ -443,7 +456,8 @@ def test_if_soft_reset_constant_input_spike_count(v_th, ratio):
     # Keep every t I / V_th away from an integer so float32 rounding cannot flip a spike.
     assume(np.all(np.abs(x - np.round(x)) > 1e-3 * np.maximum(1.0, x)))
     c = jnp.full((IF_STEPS, 2), current, jnp.float32)
-    s = np.asarray(JIT_LIF(c, decay=1.0, v_th=v_th32, surrogate=Dspike(), reset="soft"))
+    kwargs = dict(decay=1.0, v_th=v_th32, surrogate=Dspike(), reset="soft", time_axis=0)
+    s = np.asarray(JIT_LIF(c, **kwargs))
     np.testing.assert_array_equal(np.cumsum(s[:, 0]), np.ceil(x) - 1)
     np.testing.assert_array_equal(s[:, 1], s[:, 0])
 
@@ -456,7 +470,7 @@ C2 = np.zeros((4, 3), np.float32)  # [T, N]
 
 
 def call(**overrides):
-    kwargs = dict(currents=C2, decay=0.9, v_th=1.0, surrogate=Dspike())
+    kwargs = dict(currents=C2, decay=0.9, v_th=1.0, surrogate=Dspike(), time_axis=0)
     kwargs.update(overrides)
     currents = kwargs.pop("currents")
     return lif(currents, **kwargs)
@@ -529,7 +543,7 @@ def test_boundary_values_are_accepted(overrides):
 
 def test_traced_parameters_do_not_raise():
     # PLIF: decay = sigmoid(w) is traced under grad/jit; validation must skip it.
-    c = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (6, 3)), jnp.float32)
+    c = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (2, 6, 3)), jnp.float32)  # [B, T, N]
 
     def loss(w, v_th):
         s, u = lif(c, decay=jax.nn.sigmoid(w), v_th=v_th, surrogate=Dspike(), return_membrane=True)
@@ -544,6 +558,202 @@ def test_traced_parameters_do_not_raise():
         lif(c, decay=0.7, v_th=0.6, surrogate=Dspike()),
     )
     jax.jit(jax.grad(loss))(w, jnp.float32(0.6))
+
+
+# ---------------------------------------------------------------------------------------------
+# The step, its reference scan and the final state
+# ---------------------------------------------------------------------------------------------
+
+
+def batch_major_case(reset, edges, seed, shape=(3, 8, 4)):
+    """Batch-major ``[B, T, N]`` currents, per-neuron decay and v_th, v0 ``[B, N]`` and loss
+    weights, with every u_pre away from the threshold and the surrogate's window edges."""
+    rng = np.random.default_rng(seed)
+    batch, _, n = shape
+    decay = rng.uniform(0.4, 1.0, (n,)).astype(np.float32)
+    v_th = rng.uniform(0.5, 1.0, (n,)).astype(np.float32)
+    w_s = rng.normal(size=shape).astype(np.float32)
+    w_state = rng.normal(size=(batch, n)).astype(np.float32)
+    for _ in range(50):
+        c = rng.uniform(-0.4, 1.2, shape).astype(np.float32)
+        v0 = rng.uniform(-0.3, 0.8, (batch, n)).astype(np.float32)
+        s, u = numpy_lif(c, decay, v_th, reset, 1, v0)
+        if min_distance(u, v_th, 1, edges) > MARGIN and 0 < s.sum() < s.size:
+            return tuple(map(jnp.asarray, (c, decay, v_th, v0, w_s, w_state)))
+    raise AssertionError("could not draw a batch-major case away from the kinks")
+
+
+@pytest.mark.parametrize("detach_reset", [False, True])
+@pytest.mark.parametrize("reset", RESETS)
+def test_lif_scan_is_the_oracle_of_lif(reset, detach_reset):
+    # lif_scan (autodiff of lax.scan over lif_step) and lif (hand-written backward) are the same
+    # function of currents, decay, v_th and v0: identical spikes and final state, matching
+    # gradients, through the spikes alone and through the final state as well.
+    surrogate, edges = SURROGATES["dspike"]
+    c, decay, v_th, v0, w_s, w_state = batch_major_case(reset, edges, seed=len(reset))
+    options = dict(surrogate=surrogate, reset=reset, detach_reset=detach_reset)
+
+    def fast(c, decay, v_th, v0):
+        spikes, state = lif(c, decay=decay, v_th=v_th, v0=v0, return_state=True, **options)
+        return spikes, state
+
+    def reference(c, decay, v_th, v0):
+        state, spikes = lif_scan(c, LIFParams(decay=decay, v_th=v_th, **options), v0=v0)
+        return spikes, state
+
+    args = (c, decay, v_th, v0)
+    (got_s, got_state), (want_s, want_state) = fast(*args), reference(*args)
+    assert got_s.shape == want_s.shape == c.shape and got_state.shape == v0.shape
+    np.testing.assert_array_equal(np.asarray(got_s), np.asarray(want_s))
+    np.testing.assert_allclose(got_state, want_state, rtol=0, atol=1e-6)
+    # The spikes-only call (the fast path layers use) gives the same spikes.
+    np.testing.assert_array_equal(
+        np.asarray(lif(c, decay=decay, v_th=v_th, v0=v0, **options)), got_s
+    )
+
+    def spike_loss(f):
+        return lambda *a: jnp.sum(f(*a)[0] * w_s)
+
+    def spike_and_state_loss(f):
+        return lambda *a: jnp.sum(f(*a)[0] * w_s) + jnp.sum(f(*a)[1] * w_state)
+
+    def spikes_only(c, decay, v_th, v0):
+        return (lif(c, decay=decay, v_th=v_th, v0=v0, **options),)
+
+    for loss, f_fast in ((spike_loss, spikes_only), (spike_and_state_loss, fast)):
+        got = jax.jit(jax.grad(loss(f_fast), argnums=(0, 1, 2, 3)))(*args)
+        want = jax.jit(jax.grad(loss(reference), argnums=(0, 1, 2, 3)))(*args)
+        for arg, g, w in zip(ARGUMENTS, got, want, strict=True):
+            assert g.shape == w.shape, arg
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=f"{arg} {loss}")
+            assert np.all(np.isfinite(g)) and np.any(g != 0), arg
+
+
+@pytest.mark.parametrize("reset", RESETS)
+def test_lif_step_looped_by_hand_equals_lif(reset):
+    # lif_step is one step of Dspike Eq. 1-2: a Python loop of it over t is lif over [B, T, N].
+    surrogate, edges = SURROGATES["triangular"]
+    c, decay, v_th, v0, _, _ = batch_major_case(reset, edges, seed=7 + len(reset))
+    params = LIFParams(decay=decay, v_th=v_th, surrogate=surrogate, reset=reset)
+    step = jax.jit(lif_step)
+    state, spikes = v0, []
+    for t in range(c.shape[1]):
+        state, spike = step(state, c[:, t], params)
+        spikes.append(spike)
+    want_s, want_u, want_state = lif(
+        c,
+        decay=decay,
+        v_th=v_th,
+        surrogate=surrogate,
+        reset=reset,
+        v0=v0,
+        return_membrane=True,
+        return_state=True,
+    )
+    np.testing.assert_array_equal(np.stack(spikes, axis=1), want_s)
+    np.testing.assert_allclose(state, want_state, rtol=0, atol=1e-6)
+    # The state after the last step is the reset of the last pre-spike membrane (Dspike Eq. 2).
+    if reset == "hard":
+        np.testing.assert_array_equal(state, want_u[:, -1] * (1 - want_s[:, -1]))
+    # Parameters are traced arguments of the jitted step: new values, no new compilation.
+    before = step._cache_size()
+    step(
+        v0, c[:, 0], LIFParams(decay=0.5 * decay, v_th=v_th, surrogate=Triangular(2.0), reset=reset)
+    )
+    assert step._cache_size() == before
+
+
+@pytest.mark.parametrize("reset", RESETS)
+def test_final_state_continues_the_sequence(reset):
+    # lif(..., return_state=True) on the first steps, then lif(..., v0=state) on the rest, is
+    # one call over the whole sequence: same spikes, and the same gradients, through the state.
+    surrogate, edges = SURROGATES["dspike"]
+    c, decay, v_th, v0, w_s, _ = batch_major_case(reset, edges, seed=20 + len(reset))
+    kwargs = dict(decay=decay, v_th=v_th, surrogate=surrogate, reset=reset)
+    whole = lif(c, v0=v0, **kwargs)
+
+    def split(c):
+        first, state = lif(c[:, :3], v0=v0, return_state=True, **kwargs)
+        rest, u_pre, last = lif(
+            c[:, 3:], v0=state, return_membrane=True, return_state=True, **kwargs
+        )
+        assert u_pre.shape == rest.shape and last.shape == state.shape == v0.shape
+        return jnp.concatenate([first, rest], axis=1)
+
+    np.testing.assert_array_equal(np.asarray(split(c)), np.asarray(whole))
+    got = jax.grad(lambda c: jnp.sum(split(c) * w_s))(c)
+    want = jax.grad(lambda c: jnp.sum(lif(c, v0=v0, **kwargs) * w_s))(c)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert np.any(got[:, :3] != 0)
+
+
+def test_lif_params_is_a_pytree_with_static_reset():
+    params = LIFParams(decay=0.8, v_th=jnp.array([0.5, 0.6]), surrogate=Dspike(2.0), reset="soft")
+    paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+    assert paths == [".decay", ".v_th", ".surrogate.b", ".surrogate.width"]
+    # reset and detach_reset are in the structure, not in the leaves.
+    other = LIFParams(decay=0.8, v_th=jnp.array([0.5, 0.6]), surrogate=Dspike(2.0), reset="hard")
+    assert jax.tree.structure(params) != jax.tree.structure(other)
+    # Transformations rebuild it without the construction checks (a zero decay is no error).
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    assert zeros.reset == "soft" and not zeros.detach_reset
+    assert float(zeros.decay) == 0.0 and isinstance(zeros.surrogate, Dspike)
+    # Built from traced values under vmap (the checks skip them): one step per decay.
+    u = jnp.ones((3,))
+    states, _ = jax.vmap(
+        lambda d: lif_step(u, jnp.zeros(3), LIFParams(decay=d, v_th=1.0, surrogate=Dspike()))
+    )(jnp.array([0.2, 0.9]))
+    np.testing.assert_allclose(states, [[0.2] * 3, [0.9] * 3], rtol=1e-6)
+
+
+PARAMS_INVALID = [
+    ({"reset": "bogus"}, ValueError, ("reset", "'bogus'", "hard")),
+    ({"decay": 0.0}, ValueError, ("decay", "0.0", "(0, 1]")),
+    ({"decay": 1.5}, ValueError, ("decay", "1.5", "(0, 1]")),
+    ({"decay": np.array([0.5, -1.0])}, ValueError, ("decay", "-1.")),
+    ({"v_th": 0.0}, ValueError, ("v_th", "0.0", "> 0")),
+    ({"v_th": -1.0}, ValueError, ("v_th", "-1.0", "> 0")),
+    ({"surrogate": "dspike"}, TypeError, ("surrogate", "dspike", "Surrogate")),
+    ({"detach_reset": "yes"}, TypeError, ("detach_reset", "'yes'")),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "needles"),
+    PARAMS_INVALID,
+    ids=[case_id(case[0]) for case in PARAMS_INVALID],
+)
+def test_lif_params_reject_bad_values(overrides, error, needles):
+    kwargs = {"decay": 0.9, "v_th": 1.0, "surrogate": Dspike(), **overrides}
+    with pytest.raises(error) as info:
+        LIFParams(**kwargs)
+    for needle in needles:
+        assert needle in str(info.value), (needle, str(info.value))
+
+
+def test_lif_step_and_scan_reject_bad_inputs():
+    params = LIFParams(decay=0.9, v_th=1.0, surrogate=Dspike())
+    u = jnp.zeros((2, 3))
+    cases = [
+        (lambda: lif_step(u, u, {"decay": 0.9}), TypeError, ("params", "LIFParams")),
+        (lambda: lif_step(u, jnp.zeros((2, 4)), params), ValueError, ("current", "(2, 4)")),
+        (lambda: lif_step(u.astype(jnp.int32), u, params), TypeError, ("state", "int32")),
+        (
+            lambda: lif_step(
+                u, u, LIFParams(decay=jnp.full((4,), 0.5), v_th=1.0, surrogate=Dspike())
+            ),
+            ValueError,
+            ("decay", "(4,)", "(2, 3)"),
+        ),
+        (lambda: lif_scan(jnp.zeros(5), params), ValueError, ("[B, T, ...]", "(5,)")),
+        (lambda: lif_scan(jnp.zeros((2, 5, 3)), params, v0=u[:, :2]), ValueError, ("v0", "(2, 2)")),
+        (lambda: lif_scan(jnp.zeros((2, 5, 3)), None), TypeError, ("params", "None")),
+    ]
+    for call_, error, needles in cases:
+        with pytest.raises(error) as info:
+            call_()
+        for needle in needles:
+            assert needle in str(info.value), (needle, str(info.value))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,14 +780,16 @@ def test_vmap_over_batch_equals_batched_call(reset):
     c = jnp.asarray(rng.uniform(-0.5, 1.5, (5, 3, 4)), jnp.float32)  # [T, B, N]
     v0 = jnp.asarray(rng.uniform(0, 0.5, (3, 4)), jnp.float32)
     kwargs = dict(decay=0.9, v_th=0.75, surrogate=Dspike(), reset=reset, return_membrane=True)
-    batched = lif(c, v0=v0, **kwargs)
-    mapped = jax.vmap(lambda x, u: lif(x, v0=u, **kwargs), in_axes=(1, 0), out_axes=1)(c, v0)
+    time_major = dict(kwargs, time_axis=0)
+    batched = lif(c, v0=v0, **time_major)
+    mapped = jax.vmap(lambda x, u: lif(x, v0=u, **time_major), in_axes=(1, 0), out_axes=1)(c, v0)
     for a, b in zip(batched, mapped, strict=True):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-6)
-    # vmap over a leading batch axis with the time axis inside at 0 equals time_axis=1.
+    # vmap over a leading batch axis with the time axis inside at 0 equals the batch-major
+    # default (time_axis=1).
     cb = jnp.moveaxis(c, 1, 0)  # [B, T, N]
-    mapped = jax.vmap(lambda x, u: lif(x, v0=u, **kwargs))(cb, v0)
-    direct = lif(cb, v0=v0, time_axis=1, **kwargs)
+    mapped = jax.vmap(lambda x, u: lif(x, v0=u, **time_major))(cb, v0)
+    direct = lif(cb, v0=v0, **kwargs)
     for a, b in zip(direct, mapped, strict=True):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-6)
 
@@ -596,12 +808,13 @@ def test_vmap_over_decays_equals_separate_calls():
 def test_plif_gradient_through_sigmoid_logit(shape):
     # PLIF learns decay = sigmoid(w); d loss / d w = d loss / d decay * sigmoid'(w).
     rng = np.random.default_rng(4)
-    c = jnp.asarray(rng.uniform(-0.2, 1.0, (10, 4)), jnp.float32)
+    c = jnp.asarray(rng.uniform(-0.2, 1.0, (10, 4)), jnp.float32)  # [T, N]
     weights = jnp.asarray(rng.normal(size=(10, 4)), jnp.float32)
     w = jnp.full(shape, 0.5, jnp.float32)
 
     def loss_of_decay(decay):
-        s, u = lif(c, decay=decay, v_th=0.6, surrogate=Dspike(b=2.0), return_membrane=True)
+        kwargs = dict(v_th=0.6, surrogate=Dspike(b=2.0), time_axis=0, return_membrane=True)
+        s, u = lif(c, decay=decay, **kwargs)
         return jnp.sum(s * weights) + jnp.sum(u * weights)
 
     grad_w = jax.jit(jax.grad(lambda w: loss_of_decay(jax.nn.sigmoid(w))))(w)
@@ -614,5 +827,8 @@ def test_plif_gradient_through_sigmoid_logit(shape):
 
 def test_public_api():
     assert jsnn.lif is lif
+    assert jsnn.lif_step is lif_step and jsnn.lif_scan is lif_scan and jsnn.LIFParams is LIFParams
+    assert {"lif", "lif_step", "lif_scan", "LIFParams"} <= set(jsnn.neuron.__all__)
+    assert {"lif", "lif_step", "lif_scan", "LIFParams"} <= set(jsnn.__all__)
     assert isinstance(Dspike(), Surrogate)
     assert jsnn.neuron.RESETS == RESETS

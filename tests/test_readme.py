@@ -1,5 +1,6 @@
 """The README's commands and code run as written."""
 
+import json
 import pathlib
 import re
 
@@ -18,7 +19,12 @@ def test_api_tour_runs_as_written():
     for block in blocks:
         exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["grads"].shape == (3, 5)
-    assert namespace["spikes"].shape == (8, 100)
+    assert namespace["spikes"].shape == (8, 100, 32)
+    # "Writing a method": the example method ran its hook before each of the two epochs.
+    assert namespace["metrics"]["accuracy"] > 0.5
+    workdir = pathlib.Path(namespace["config"].train.workdir)
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["dspike_b"] for r in records if r["kind"] == "epoch_start"] == [1.0, 1.5]
 
 
 def test_ci_runs_exactly_the_readme_test_command():

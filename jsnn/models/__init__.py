@@ -25,15 +25,16 @@ from types import MappingProxyType
 
 from jsnn.models.common import (
     NEURON_KINDS,
+    NORM_KINDS,
     REMAT_KINDS,
     Classifier,
     ConvUnit,
     NeuronFactory,
-    Neurons,
     NormFactory,
     SpikingOptions,
     init_from_ann,
     neuron_factory,
+    norm_factory,
 )
 from jsnn.models.preact import (
     PreActBlock,
@@ -61,6 +62,7 @@ from jsnn.models.vgg import VGG, VGG_LAYOUTS, vgg11, vgg16
 
 __all__ = [
     "NEURON_KINDS",
+    "NORM_KINDS",
     "REMAT_KINDS",
     "VGG",
     "VGG_LAYOUTS",
@@ -70,7 +72,6 @@ __all__ = [
     "ConvUnit",
     "Identity",
     "NeuronFactory",
-    "Neurons",
     "NormFactory",
     "PreActBlock",
     "PreActResNet",
@@ -87,6 +88,7 @@ __all__ = [
     "mnist_net",
     "names",
     "neuron_factory",
+    "norm_factory",
     "preact_resnet18",
     "preact_resnet20",
     "preact_resnet32",

@@ -4,13 +4,14 @@
 or static ``[B, H, W, C]``, which it direct-encodes (:func:`jsnn.encoding.direct`) to its
 ``steps``. It folds the input once to ``[B*T, H, W, C]`` (batch-major, so the reshape keeps a
 batch sharding) and keeps that folded layout between layers: convolutions, linear layers,
-pooling and batch norm act on it directly, and only :class:`Neurons` unfolds to
-``[B, T, ...]`` around the neuron, which scans over time, and folds back. The last layer's
-per-step output is unfolded once to ``[B, T, classes]``. T is read from the input, so a model
-runs at any T (Time Inheritance Training raises it after training); ``steps`` is only the T
-that static input is encoded to.
+pooling and batch norm act on it directly, and only the neuron slot (:class:`NeuronSlot`, an
+internal part of the zoo) unfolds to ``[B, T, ...]`` around the neuron, which scans over time,
+and folds back. The last layer's per-step output is unfolded once to ``[B, T, classes]``. T is
+read from the input, so a model runs at any T (Time Inheritance Training raises it after
+training); ``steps`` is only the T that static input is encoded to.
 
-Why the folded layout rather than :class:`jsnn.TimeDistributed` around every stateless layer:
+Why the folded layout rather than :class:`jsnn.TimeDistributed` (the public time adapter, which
+folds around a stateless layer: the opposite of the neuron slot) around every stateless layer:
 the layers are then the very same ``nnx.Conv`` / ``nnx.Linear`` / norm modules, at the same
 attribute paths, in a spiking model and in its ANN twin (which has no time axis at all), so
 ``nnx.state(twin, nnx.Param)`` copies into the spiking model without renaming (see
@@ -21,7 +22,8 @@ free reshapes of contiguous batch-major arrays.
 ``neuron`` (a zero-argument factory called once per neuron layer, default
 ``functools.partial(jsnn.LIF)``: LIF, decay 0.25, ``v_th`` 0.5, Dspike; build others with
 :func:`neuron_factory`), ``norm`` (a factory ``num_features -> module``, default
-:class:`jsnn.TDBatchNorm`, tdBN; ``jsnn.TDBatchNorm.time_folded`` is plain time-folded BN),
+:class:`jsnn.TDBatchNorm`, tdBN; ``jsnn.TDBatchNorm.time_folded`` is plain time-folded BN;
+:func:`norm_factory` builds either from a name),
 ``spiking``, ``remat``, ``dtype`` and ``rngs``. ``spiking=False`` builds the model's ANN
 twin: ReLU in every neuron slot, time-folded BN (scale 1) unless ``norm`` is given, input
 ``[B, H, W, C]``, output ``[B, classes]``; its parameters have the spiking model's names and
@@ -60,7 +62,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import DTypeLike
 
-from jsnn._checks import floating_array, positive_int
+from jsnn._checks import floating_array, positive_float, positive_int
 from jsnn.encoding import direct
 from jsnn.layers import LIF, TDBatchNorm
 from jsnn.surrogate import Surrogate
@@ -68,12 +70,12 @@ from jsnn.surrogate import get as get_surrogate
 
 __all__ = [
     "NEURON_KINDS",
+    "NORM_KINDS",
     "REMAT_KINDS",
     "REMAT_POLICIES",
     "Classifier",
     "ConvUnit",
     "NeuronFactory",
-    "Neurons",
     "NormFactory",
     "Remat",
     "SpikingOptions",
@@ -82,11 +84,13 @@ __all__ = [
     "global_avg_pool",
     "init_from_ann",
     "neuron_factory",
+    "norm_factory",
 ]
 
 NeuronFactory = Callable[[], nnx.Module]
 NormFactory = Callable[[int], nnx.Module]
 NEURON_KINDS: tuple[str, ...] = ("lif", "if", "plif")
+NORM_KINDS: tuple[str, ...] = ("tdbn", "bn")
 Remat = Literal["none", "block", "conv"]
 # What a rematerialised block keeps for the backward pass (None: nothing but its input).
 REMAT_POLICIES: Mapping[str, Callable[..., bool] | None] = MappingProxyType(
@@ -152,12 +156,32 @@ def neuron_factory(
     return factory
 
 
-class Neurons(nnx.Module):
-    """One neuron layer on the folded ``[B*T, ...]`` batch, or ReLU in an ANN twin.
+def norm_factory(kind: str = "tdbn", *, v_th: float = 0.5) -> NormFactory:
+    """A norm factory for the models from plain values (e.g. a config file).
 
-    ``Neurons(factory)`` holds ``factory()`` as ``.neuron``; calling it with the folded input and
-    T unfolds to ``[B, T, ...]``, runs the neuron (the only step that scans over time) and folds
-    back. ``Neurons(None)`` is a ReLU, the ANN twin's activation at the same place.
+    ``kind`` is ``"tdbn"``, tdBN (Dspike Eq. 4-5) scaling the normalised input by
+    ``alpha * v_th`` with ``alpha = 1`` (pass the neurons' ``v_th``), or ``"bn"``, plain
+    time-folded BatchNorm (:meth:`jsnn.TDBatchNorm.time_folded`, DSR supplement C.2), which has
+    no ``v_th`` and ignores it. Bad values raise here, naming the argument.
+    """
+    name = str(kind).lower()
+    if name not in NORM_KINDS:
+        raise ValueError(f"kind must be one of {NORM_KINDS}, got {kind!r}")
+    if name == "bn":
+        return TDBatchNorm.time_folded
+    return functools.partial(TDBatchNorm, v_th=positive_float("v_th", v_th))
+
+
+class NeuronSlot(nnx.Module):
+    """Where a model of the zoo has a neuron layer: the neuron on the folded ``[B*T, ...]``
+    batch, or ReLU in an ANN twin. Internal to :mod:`jsnn.models` (not exported).
+
+    ``NeuronSlot(factory)`` holds ``factory()`` as ``.neuron``; calling it with the folded input
+    and T unfolds to ``[B, T, ...]``, runs the neuron (the only step that scans over time) and
+    folds back. ``NeuronSlot(None)`` is a ReLU, the ANN twin's activation at the same place.
+    It is the mirror image of :class:`jsnn.TimeDistributed`, the public time adapter, which
+    takes ``[B, T, ...]`` and folds around a stateless layer; networks built outside the zoo
+    use that, with :class:`jsnn.LIF` on ``[B, T, ...]`` directly.
     """
 
     def __init__(self, neuron: NeuronFactory | None):
@@ -249,7 +273,7 @@ class ConvUnit(nnx.Module):
             in_channels, out_channels, kernel, stride=stride, padding=padding, bias=bias, rngs=rngs
         )
         self.norm = norm(out_channels)
-        self.act = Neurons(neuron)
+        self.act = NeuronSlot(neuron)
 
     def __call__(self, x: jax.Array, steps: int) -> jax.Array:
         return self.act(self.norm(self.conv(x)), steps)
@@ -431,7 +455,7 @@ def _weights(model: nnx.Module) -> dict[tuple, nnx.Variable]:
     neuron_paths = [
         (*path, "neuron")
         for path, module in nnx.iter_modules(model)
-        if isinstance(module, Neurons) and module.neuron is not None
+        if isinstance(module, NeuronSlot) and module.neuron is not None
     ]
     return {
         path: variable

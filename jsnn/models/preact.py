@@ -23,7 +23,7 @@ from flax import nnx
 from jsnn.models.common import (
     Classifier,
     NeuronFactory,
-    Neurons,
+    NeuronSlot,
     NormFactory,
     SpikingOptions,
     conv,
@@ -60,10 +60,10 @@ class PreActBlock(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.norm1 = norm(in_channels)
-        self.act1 = Neurons(neuron)
+        self.act1 = NeuronSlot(neuron)
         self.conv1 = conv(in_channels, out_channels, 3, stride=stride, bias=True, rngs=rngs)
         self.norm2 = norm(out_channels)
-        self.act2 = Neurons(neuron)
+        self.act2 = NeuronSlot(neuron)
         self.conv2 = conv(out_channels, out_channels, 3, bias=True, rngs=rngs)
         self.shortcut = (
             conv(in_channels, out_channels, 1, stride=stride, bias=True, rngs=rngs)
@@ -122,11 +122,11 @@ class PreActResNet(Classifier):
             stages.append(nnx.List(stage))
         self.stages = nnx.List(stages)
         self.norm = norm(channels)
-        self.act = Neurons(neuron)
-        self.pool_act = Neurons(neuron)
+        self.act = NeuronSlot(neuron)
+        self.pool_act = NeuronSlot(neuron)
         self.fc = nnx.Linear(channels, num_classes, rngs=rngs)
         self.fc_norm = norm(num_classes)
-        self.output_act = Neurons(neuron) if output_neuron else None
+        self.output_act = NeuronSlot(neuron) if output_neuron else None
         self._compute_in_dtype()
 
     def input_layer(self) -> nnx.Conv:

@@ -27,7 +27,7 @@ from jsnn.models.common import (
     Classifier,
     ConvUnit,
     NeuronFactory,
-    Neurons,
+    NeuronSlot,
     NormFactory,
     SpikingOptions,
     avg_pool,
@@ -109,7 +109,7 @@ class BasicBlock(nnx.Module):
             if stride != 1 or in_channels != out_channels
             else None
         )
-        self.act2 = Neurons(neuron)
+        self.act2 = NeuronSlot(neuron)
 
     def __call__(self, x: jax.Array, steps: int) -> jax.Array:
         out = self.norm2(self.conv2(self.unit1(x, steps)))
@@ -141,7 +141,7 @@ class SEWBlock(nnx.Module):
                 in_channels, out_channels, stride, shortcut, norm=norm, rngs=rngs
             )
             # SEW puts a neuron on the projection so that both summands are spikes
-            self.shortcut_act = Neurons(neuron)
+            self.shortcut_act = NeuronSlot(neuron)
         else:
             self.shortcut = None
             self.shortcut_act = None
@@ -239,7 +239,7 @@ class ResNet(Classifier):
             self.fc = nnx.Linear(channels, num_classes, rngs=rngs)
         else:
             self.hidden = nnx.Linear(channels, hidden_features, rngs=rngs)
-            self.hidden_act = Neurons(neuron)
+            self.hidden_act = NeuronSlot(neuron)
             self.fc = nnx.Linear(hidden_features, num_classes, rngs=rngs)
         self._compute_in_dtype()
 

@@ -16,7 +16,7 @@ import jax
 from flax import nnx
 
 from jsnn.layers import LIF
-from jsnn.models.common import Classifier, ConvUnit, Neurons, SpikingOptions, avg_pool
+from jsnn.models.common import Classifier, ConvUnit, NeuronSlot, SpikingOptions, avg_pool
 from jsnn.surrogate import Rectangular
 
 __all__ = ["ConvNet", "ConvSpec", "Identity", "cifarnet", "digits_net", "fdg_toy", "mnist_net"]
@@ -71,7 +71,7 @@ class ConvNet(Classifier):
         layers, acts = [], []
         for size in hidden:
             layers.append(nnx.Linear(features, size, rngs=rngs))
-            acts.append(Neurons(neuron))
+            acts.append(NeuronSlot(neuron))
             features = size
         self.hidden = nnx.List(layers)
         self.hidden_acts = nnx.List(acts)

@@ -26,7 +26,7 @@ from flax import nnx
 from jsnn.models.common import (
     Classifier,
     ConvUnit,
-    Neurons,
+    NeuronSlot,
     SpikingOptions,
     avg_pool,
     global_avg_pool,
@@ -91,7 +91,7 @@ class VGG(Classifier):
         self.fc = nnx.Linear(channels, num_classes, rngs=rngs)
         if output_neuron:
             self.fc_norm = norm(num_classes)
-            self.output_act = Neurons(neuron)
+            self.output_act = NeuronSlot(neuron)
         else:
             self.fc_norm = None
             self.output_act = None

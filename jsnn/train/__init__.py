@@ -1,39 +1,44 @@
 """The trainer: a pure jitted step over one train-state pytree, data parallel over a mesh of
-every device, Orbax checkpoints with automatic resume, metrics, progress and epoch hooks
-(Dspike's temperature search is one), initialisation from earlier runs and Time Inheritance
-Training."""
+every device, Orbax checkpoints with automatic resume, metrics, progress and epoch hooks.
 
-from jsnn.train.build import build_dataset, build_model, initialize_from, main, stages
-from jsnn.train.config import Config, initialize_distributed, parse_args
-from jsnn.train.dspike import temperature_search_hook
+It knows no training method by name: a method acts only through the hooks, loss and gradient
+that :func:`fit` is given (:mod:`jsnn.run` wires a config to them).
+"""
+
+from jsnn.train.config import TrainConfig, initialize_distributed
 from jsnn.train.loop import Hook, TrainingDiverged, evaluate, fit
 from jsnn.train.mesh import data_mesh, replicate, shard_batch
-from jsnn.train.metrics import plot_curves, plot_temperature, read_metrics
-from jsnn.train.step import TrainState, batch_loss, compiler_options, eval_step, train_step
+from jsnn.train.metrics import plot_curves, plot_scalars, read_metrics
+from jsnn.train.optim import optimizer
+from jsnn.train.step import (
+    Gradient,
+    TrainState,
+    compiler_options,
+    eval_step,
+    make_train_step,
+    train_step,
+    value_and_grad,
+)
 
 __all__ = [
-    "Config",
+    "Gradient",
     "Hook",
+    "TrainConfig",
     "TrainState",
     "TrainingDiverged",
-    "batch_loss",
-    "build_dataset",
-    "build_model",
     "compiler_options",
     "data_mesh",
     "eval_step",
     "evaluate",
     "fit",
     "initialize_distributed",
-    "initialize_from",
-    "main",
-    "parse_args",
+    "make_train_step",
+    "optimizer",
     "plot_curves",
-    "plot_temperature",
+    "plot_scalars",
     "read_metrics",
     "replicate",
     "shard_batch",
-    "stages",
-    "temperature_search_hook",
     "train_step",
+    "value_and_grad",
 ]

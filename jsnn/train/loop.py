@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import math
 import pathlib
 import time
@@ -14,20 +16,22 @@ import numpy as np
 import tqdm
 from flax import nnx
 
+from jsnn import losses
+from jsnn.losses import LossFn
 from jsnn.train.checkpoint import Checkpointer
-from jsnn.train.config import Config
-from jsnn.train.dspike import temperature_search_hook
+from jsnn.train.config import TrainConfig
 from jsnn.train.mesh import data_mesh, replicate, shard_batch
 from jsnn.train.metrics import MetricWriter
 from jsnn.train.optim import optimizer
-from jsnn.train.step import TrainState, compiler_options, eval_step, train_step
+from jsnn.train.step import Gradient, TrainState, eval_step, make_train_step, value_and_grad
 
 __all__ = ["Hook", "TrainingDiverged", "evaluate", "fit"]
 
-# A hook acts between epochs: it gets the state, the epoch (from 0) and the epoch's first
-# training batch (sharded like the training steps'), and returns the (new) state and the scalars
-# it wants recorded. Methods (Dspike's temperature search, CPNG) are hooks.
-Hook = Callable[[TrainState, int, dict], tuple[TrainState, dict[str, float]]]
+# A hook acts between epochs: it gets the live model (holding the train state), the epoch (from
+# 0) and the epoch's first training batch (sharded like the training steps'); it may set the
+# model's values (not change its structure) and returns the scalars it wants recorded, or None.
+# This is how a training method acts on a run.
+Hook = Callable[[nnx.Module, int, dict], dict[str, float] | None]
 
 
 class TrainingDiverged(FloatingPointError):
@@ -64,13 +68,16 @@ def _check_finite(losses: list[float], last_step: int, checkpointer: Checkpointe
 
 
 def fit(
-    config: Config,
+    config: TrainConfig,
     model: nnx.Module,
     dataset,
     *,
+    loss: LossFn | None = None,
+    gradient: Gradient = value_and_grad,
     epoch_start: Sequence[Hook] = (),
     epoch_end: Sequence[Hook] = (),
     devices: list | None = None,
+    record: dict | None = None,
 ) -> dict[str, float]:
     """Trains ``model`` (in place) on ``dataset`` as ``config`` says; returns the final test
     metrics.
@@ -81,16 +88,20 @@ def fit(
     sharded over ``devices`` (default: all devices of all processes); every process runs this
     same function on its own part of the data.
 
-    ``config.method == "dspike"`` runs Dspike's temperature search before each epoch, ahead of
-    the ``epoch_start`` hooks given.
+    ``loss`` (default: the one ``config.loss`` names) is the training loss of the outputs
+    ``[B, T, classes]``; the evaluation reports it too. ``gradient`` is how a step
+    differentiates it (:data:`jsnn.train.Gradient`; default autodiff). The ``epoch_start``
+    hooks run before each epoch (once: not again when a run resumes inside the epoch), the
+    ``epoch_end`` hooks after its evaluation; see :data:`Hook`. ``record`` (default: the
+    trainer section) is written as ``config.json``: the whole config of the run.
     """
-    if config.method == "dspike":
-        epoch_start = [temperature_search_hook(config, model), *epoch_start]
+    loss = losses.get(config.loss) if loss is None else loss
     workdir = pathlib.Path(config.workdir)
     lead = jax.process_index() == 0
     if lead:
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config.to_json())
+        saved = dataclasses.asdict(config) if record is None else record
+        (workdir / "config.json").write_text(json.dumps(saved, indent=2, sort_keys=True))
     mesh = data_mesh(devices)
     if config.batch_size % mesh.size:
         raise ValueError(
@@ -116,12 +127,8 @@ def fit(
         if lead:
             print(f"resuming {workdir} from step {int(state.step)}")
 
-    step_fn = jax.jit(
-        functools.partial(train_step, tx=tx, loss=config.loss),
-        donate_argnums=0,
-        compiler_options=compiler_options(config.remat, mesh.devices.flat[0].platform),
-    )
-    eval_fn = jax.jit(eval_step)
+    step_fn = make_train_step(tx, loss, platform=mesh.devices.flat[0].platform, gradient=gradient)
+    eval_fn = jax.jit(functools.partial(eval_step, loss=loss))
     shard = {"process_index": jax.process_index(), "process_count": jax.process_count()}
     train_data = dataset.train(batch_size=config.batch_size, seed=config.seed, **shard)
     test_data = dataset.test(batch_size=config.batch_size, **shard)
@@ -197,7 +204,7 @@ def fit(
     return test_metrics
 
 
-def _cast(batch: dict, config: Config) -> dict:
+def _cast(batch: dict, config: TrainConfig) -> dict:
     return {**batch, "image": np.asarray(batch["image"]).astype(jnp.dtype(config.compute_dtype))}
 
 
@@ -205,9 +212,21 @@ def _to_float64(leaf):
     return leaf.astype(jnp.float64) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
 
 
-def _run_hooks(hooks, state, epoch, batch, writer, kind) -> TrainState:
+def _run_hooks(hooks, state: TrainState, epoch, batch, writer, kind) -> TrainState:
+    """Runs ``hooks`` on one live model of ``state``; returns the state they leave. Values the
+    hooks set are placed like the values they replace (a train step donates its state, which
+    needs one buffer per leaf, sharded as before)."""
+    model = state.model()
     for hook in hooks:
-        state, scalars = hook(state, epoch, batch)
+        scalars = hook(model, epoch, batch)
         if scalars:
             writer.write(kind, int(state.step), {"epoch": epoch + 1, **scalars})
-    return state
+    changed = state.with_model(model)
+
+    def placed(new, old):
+        if new is old:
+            return new
+        return jax.device_put(jnp.asarray(new, old.dtype), old.sharding, may_alias=False)
+
+    params, rest = jax.tree.map(placed, (changed.params, changed.rest), (state.params, state.rest))
+    return state.replace(params=params, rest=rest)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import pathlib
+from collections.abc import Callable
 
-__all__ = ["MetricWriter", "plot_curves", "plot_temperature", "read_metrics"]
+__all__ = ["MetricWriter", "plot_curves", "plot_scalars", "read_metrics"]
 
 
 class MetricWriter:
@@ -56,15 +57,25 @@ def read_metrics(path: str | pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines()]
 
 
+def _save(figure, workdir: str | pathlib.Path, name: str) -> pathlib.Path:
+    """Writes ``figure`` as ``workdir/name`` through the Agg canvas: no pyplot, so a notebook's
+    own matplotlib backend and figures are left alone."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
+    figure.tight_layout()
+    path = pathlib.Path(workdir) / name
+    figure.savefig(path, dpi=100)
+    return path
+
+
 def plot_curves(workdir: str | pathlib.Path) -> pathlib.Path:
     """Loss and accuracy curves (train per log interval, test per epoch) as ``curves.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure
 
     records = read_metrics(pathlib.Path(workdir) / "metrics.jsonl")
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    figure = Figure(figsize=(10, 4))
+    axes = figure.subplots(1, 2)
     for kind in ("train", "eval"):
         points = [r for r in records if r["kind"] == kind]
         steps = [r["step"] for r in points]
@@ -79,36 +90,35 @@ def plot_curves(workdir: str | pathlib.Path) -> pathlib.Path:
             axis.set_xlabel("step")
             axis.set_ylabel(name)
             axis.legend()
-    figure.tight_layout()
-    path = pathlib.Path(workdir) / "curves.png"
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return _save(figure, workdir, "curves.png")
 
 
-def plot_temperature(workdir: str | pathlib.Path) -> pathlib.Path:
-    """The Dspike temperature ``b`` chosen before each epoch (the Dspike paper's Fig. 5) and the
-    chosen candidate's cosine similarity with the FDG, as ``temperature.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+def plot_scalars(
+    workdir: str | pathlib.Path,
+    panels: dict[str, Callable[[dict], float]],
+    *,
+    kind: str = "epoch_start",
+    name: str,
+) -> pathlib.Path:
+    """One panel per entry of ``panels`` (y-axis label -> the value of a record) over the
+    epochs of the ``kind`` records that have every value (hooks' records), as ``workdir/name``.
+    A training method plots what its hooks record with it."""
+    from matplotlib.figure import Figure
 
     records = read_metrics(pathlib.Path(workdir) / "metrics.jsonl")
-    points = [r for r in records if r["kind"] == "epoch_start" and "dspike_b" in r]
+    points = []
+    for record in records:
+        if record["kind"] == kind:
+            try:
+                points.append((record["epoch"], [value(record) for value in panels.values()]))
+            except (KeyError, ValueError):
+                continue
     if not points:
-        raise ValueError(f"{workdir} has no temperature search records (method='dspike')")
-    epochs = [r["epoch"] for r in points]
-    cosines = [max(v for k, v in r.items() if k.startswith("cosine_b")) for r in points]
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    axes[0].plot(epochs, [r["dspike_b"] for r in points], marker=".")
-    axes[0].set_ylabel("temperature b")
-    axes[1].plot(epochs, cosines, marker=".")
-    axes[1].set_ylabel("cosine similarity with the FDG")
-    for axis in axes:
+        raise ValueError(f"{workdir} has no {kind!r} records with {sorted(panels)}")
+    figure = Figure(figsize=(5 * len(panels), 4))
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for i, (axis, label) in enumerate(zip(axes, panels, strict=True)):
+        axis.plot([epoch for epoch, _ in points], [values[i] for _, values in points], marker=".")
         axis.set_xlabel("epoch")
-    figure.tight_layout()
-    path = pathlib.Path(workdir) / "temperature.png"
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+        axis.set_ylabel(label)
+    return _save(figure, workdir, name)

@@ -1,15 +1,15 @@
-"""Optimizers and learning-rate schedules from a :class:`~jsnn.train.config.Config`, with optax."""
+"""Optimizers and learning-rate schedules from a :class:`~jsnn.train.TrainConfig`, with optax."""
 
 from __future__ import annotations
 
 import optax
 
-from jsnn.train.config import Config
+from jsnn.train.config import TrainConfig
 
 __all__ = ["learning_rate", "optimizer"]
 
 
-def learning_rate(config: Config, steps_per_epoch: int) -> optax.Schedule:
+def learning_rate(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
     """Linear warm-up over ``warmup_epochs`` from ``warmup_from * lr``, then cosine decay to 0
     by the last step (or flat)."""
     total = config.epochs * steps_per_epoch
@@ -24,7 +24,7 @@ def learning_rate(config: Config, steps_per_epoch: int) -> optax.Schedule:
     return optax.join_schedules([ramp, after], boundaries=[warmup])
 
 
-def optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
+def optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
     """SGD with momentum (weight decay added to the gradient, as PyTorch's SGD does), Adam
     (the same coupled decay) or AdamW (decoupled decay); optional global-norm clipping first."""
     schedule = learning_rate(config, steps_per_epoch)

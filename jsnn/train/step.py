@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -12,14 +13,22 @@ import optax
 from flax import nnx
 
 from jsnn import losses
-from jsnn.layers import LIF
+from jsnn.losses import LossFn
 
-__all__ = ["LOSSES", "TrainState", "batch_loss", "compiler_options", "eval_step", "train_step"]
+__all__ = [
+    "Gradient",
+    "TrainState",
+    "compiler_options",
+    "eval_step",
+    "make_train_step",
+    "train_step",
+    "value_and_grad",
+]
 
-LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
-    "mean_ce": losses.mean_output_cross_entropy,
-    "tet": losses.tet_cross_entropy,
-}
+# How a step differentiates: ``gradient(f, params) -> ((loss, aux), grads)`` for a function
+# ``f(params) -> (loss, aux)``, as ``jax.value_and_grad(f, has_aux=True)(params)`` does. The
+# default is the surrogate gradient by autodiff; the FDG study plugs in finite differences.
+Gradient = Callable[[Callable[[nnx.State], tuple[jax.Array, Any]], nnx.State], tuple]
 
 
 @flax.struct.dataclass
@@ -39,8 +48,20 @@ class TrainState:
         return cls(graphdef, params, rest, tx.init(params), jnp.zeros((), jnp.int32))
 
     def model(self) -> nnx.Module:
-        """A fresh model holding this state (its changes do not flow back)."""
-        return nnx.merge(self.graphdef, self.params, self.rest)
+        """A model holding this state in fresh variables: setting its values or running it in
+        training mode leaves this state as it is."""
+        return nnx.merge(self.graphdef, self.params, self.rest, copy=True)
+
+    def with_model(self, model: nnx.Module) -> TrainState:
+        """This state with the parameters and the rest of ``model`` (e.g. after a method's hook
+        changed it); ValueError if the model's structure differs."""
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        if graphdef != self.graphdef:
+            raise ValueError(
+                "the model's structure changed (a hook may set values, not add or remove "
+                "variables or modules)"
+            )
+        return self.replace(params=params, rest=rest)
 
     def checkpoint_items(self) -> dict:
         """The arrays a checkpoint holds (the graphdef is rebuilt from the config)."""
@@ -52,72 +73,81 @@ class TrainState:
         )
 
 
-def _as_sequence(outputs: jax.Array) -> jax.Array:
-    """The outputs as ``[B, T, classes]`` in float32 at least: ANN twins output ``[B, classes]``,
-    a one-step sequence, so the losses apply unchanged; a bfloat16 model's outputs are cast up
-    so that the loss is computed in float32."""
-    outputs = outputs.astype(jnp.promote_types(outputs.dtype, jnp.float32))
-    return outputs[:, None] if outputs.ndim == 2 else outputs
-
-
-def batch_loss(model: nnx.Module, batch: dict, loss: str) -> tuple[jax.Array, jax.Array]:
-    """The training loss ``loss`` of ``model`` on ``batch`` (``image``, ``label``) and the
-    outputs ``[B, T, classes]``, with the model in whatever mode it is in."""
-    outputs = _as_sequence(model(batch["image"]))
-    return LOSSES[loss](outputs, batch["label"]), outputs
+def value_and_grad(f: Callable, params: nnx.State) -> tuple:
+    """The default :data:`Gradient`: autodiff, through the surrogates' custom derivatives."""
+    return jax.value_and_grad(f, has_aux=True)(params)
 
 
 def train_step(
-    state: TrainState, batch: dict, *, tx: optax.GradientTransformation, loss: str
+    state: TrainState,
+    batch: dict,
+    *,
+    tx: optax.GradientTransformation,
+    loss: LossFn,
+    gradient: Gradient = value_and_grad,
 ) -> tuple[TrainState, dict]:
-    """One optimizer step on ``batch`` (``image``, ``label``); returns the new state and the
-    batch's loss and accuracy. Under ``jit`` with the batch sharded over a mesh, BN statistics
-    and gradients are global (the compiler inserts the all-reduces)."""
+    """One optimizer step on ``batch`` (``image``, ``label``) with the gradient of ``loss``
+    that ``gradient`` computes; returns the new state and the batch's loss and accuracy.
+    Under ``jit`` with the batch sharded over a mesh, BN statistics and gradients are global
+    (the compiler inserts the all-reduces)."""
 
-    model = state.model()
-    (value, outputs), grads = nnx.value_and_grad(batch_loss, has_aux=True)(model, batch, loss)
-    _, _, rest = nnx.split(model, nnx.Param, ...)  # BN statistics after this batch
+    def loss_of(params):
+        model = nnx.merge(state.graphdef, params, state.rest, copy=True)
+        value, outputs = losses.batch_loss(model, batch, loss)
+        _, _, rest = nnx.split(model, nnx.Param, ...)  # BN statistics after this batch
+        return value, (outputs, rest)
+
+    (value, (outputs, rest)), grads = gradient(loss_of, state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    predictions = losses.mean_over_time(outputs).argmax(-1)
-    metrics = {"loss": value, "accuracy": jnp.mean(predictions == batch["label"])}
+    counts = losses.batch_metrics(outputs, batch["label"], loss, jnp.ones_like(batch["label"]))
+    metrics = {"loss": value, "accuracy": counts["correct"] / counts["count"]}
     new_state = state.replace(params=params, rest=rest, opt_state=opt_state, step=state.step + 1)
     return new_state, metrics
 
 
-def compiler_options(remat: str, platform: str) -> dict[str, str]:
-    """XLA options for the jitted train step of a model built with ``remat`` on ``platform``.
+def compiler_options(platform: str) -> dict[str, str]:
+    """XLA options for a jitted train step on ``platform``.
 
-    Rematerialisation relies on optimisation barriers that keep XLA from merging the recomputed
-    values back into the forward pass (common-subexpression elimination). XLA's CPU pipeline
-    removes those barriers before its last CSE (its GPU pipeline only after scheduling), which
-    silently undoes remat; on CPU with remat on, that removal pass is switched off.
+    Rematerialisation (the zoo's ``remat``) relies on optimisation barriers that keep XLA from
+    merging the recomputed values back into the forward pass (common-subexpression
+    elimination). XLA's CPU pipeline removes those barriers before its last CSE (its GPU
+    pipeline only after scheduling), which silently undoes remat; on CPU that removal pass is
+    switched off. A program without remat has no barriers, so the option changes nothing there.
     """
-    if remat != "none" and platform == "cpu":
+    if platform == "cpu":
         return {"xla_disable_hlo_passes": "cse_barrier_expander"}
     return {}
 
 
-def eval_step(state: TrainState, batch: dict) -> dict:
-    """Sums over the real examples of ``batch`` (``mask`` 1): loss, correct predictions,
-    count, and each LIF layer's firing rate (mean over the batch, padding included)."""
+def make_train_step(
+    tx: optax.GradientTransformation,
+    loss: LossFn,
+    *,
+    platform: str,
+    gradient: Gradient = value_and_grad,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """:func:`train_step` jitted as the trainer runs it: the state donated, with the XLA
+    options of :func:`compiler_options` for ``platform``."""
+    return jax.jit(
+        functools.partial(train_step, tx=tx, loss=loss, gradient=gradient),
+        donate_argnums=0,
+        compiler_options=compiler_options(platform),
+    )
+
+
+def eval_step(state: TrainState, batch: dict, *, loss: LossFn) -> dict:
+    """The sums of :func:`jsnn.losses.batch_metrics` over the real examples of ``batch``
+    (``mask`` 1), with the model in eval mode, and the mean firing rate of every spiking layer
+    that records one (``record_firing_rate``; padding included)."""
     model = state.model()
-    model.eval()
-    for _, module in nnx.iter_modules(model):
-        if isinstance(module, LIF):
-            module.record_firing_rate = True
+    model.eval(record_firing_rate=True)  # layers without the attribute are left alone
     outputs, intermediates = nnx.capture(model, nnx.Intermediate)(batch["image"])
-    logits = losses.mean_over_time(_as_sequence(outputs))
-    mask = batch["mask"].astype(logits.dtype)
-    per_example = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-    correct = (logits.argmax(-1) == batch["label"]).astype(logits.dtype)
+    metrics = losses.batch_metrics(losses.as_sequence(outputs), batch["label"], loss, batch["mask"])
     rates: dict[str, list[jax.Array]] = {}
     for path, rate in jax.tree_util.tree_leaves_with_path(intermediates):
         keys = [str(key.key) for key in path if isinstance(key, jax.tree_util.DictKey)]
-        rates.setdefault(".".join(keys[:-1]), []).append(rate)  # drop the name "firing_rate"
-    return {
-        "loss_sum": jnp.sum(per_example * mask),
-        "correct": jnp.sum(correct * mask),
-        "count": jnp.sum(mask),
-        "firing_rates": {name: jnp.mean(jnp.stack(calls)) for name, calls in rates.items()},
-    }
+        if keys[-1] == "firing_rate":
+            rates.setdefault(".".join(keys[:-1]), []).append(rate)
+    metrics["firing_rates"] = {name: jnp.mean(jnp.stack(calls)) for name, calls in rates.items()}
+    return metrics

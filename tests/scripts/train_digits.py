@@ -10,8 +10,8 @@ import os
 import signal
 import sys
 
-from experiments.quickstart import RECIPES
-from jsnn import train
+from jsnn import recipes, run, train
+from jsnn.config import parse_args
 
 
 class _KillAt:
@@ -41,12 +41,12 @@ def main(argv):
     kill_at = None
     if argv[:1] == ["--kill-at-step"]:
         kill_at, argv = int(argv[1]), argv[2:]
-    config, cluster = train.parse_args(argv, RECIPES, description=__doc__, default="digits")
+    config, cluster = parse_args(argv, recipes.DIGITS, description=__doc__, default="digits")
     train.initialize_distributed(**cluster)
-    dataset = train.build_dataset(config)
+    dataset = run.build_dataset(config)
     if kill_at is not None:
         dataset = _KillingDataset(dataset, kill_at)
-    train.fit(config, train.build_model(config, dataset), dataset)
+    run.run(config, dataset=dataset)
 
 
 if __name__ == "__main__":
