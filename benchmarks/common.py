@@ -43,30 +43,26 @@ class DataShape:
     input_shape: tuple[int, ...]
 
 
-def positive_ints(text: str) -> tuple[int, ...]:
-    """An argparse type: comma-separated positive integers, e.g. ``1024,2048``."""
-    try:
-        values = tuple(int(item) for item in text.split(",") if item.strip())
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from error
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
+def _positive_list(convert, noun: str, example: str):
+    """An argparse type: comma-separated positive ``noun`` read by ``convert``."""
+
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(convert(item) for item in text.split(",") if item.strip())
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {noun}, got {text!r}"
+            ) from error
+        if not values or any(not math.isfinite(v) or v <= 0 for v in values):
+            raise argparse.ArgumentTypeError(f"expected positive {noun}, got {text!r}")
+        return values
+
+    parse.__doc__ = f"An argparse type: comma-separated positive {noun}, e.g. ``{example}``."
+    return parse
 
 
-def positive_floats(text: str) -> tuple[float, ...]:
-    """An argparse type: comma-separated positive numbers, e.g. ``0.1,4``."""
-    try:
-        values = tuple(float(item) for item in text.split(",") if item.strip())
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from error
-    if not values or any(not math.isfinite(v) or v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
-    return values
+positive_ints = _positive_list(int, "integers", "1024,2048")
+positive_floats = _positive_list(float, "numbers", "0.1,4")
 
 
 def fmt(value: float | None, digits: int = 2) -> str:

@@ -164,3 +164,22 @@ def test_the_trainer_names_no_method():
     for path in root.glob("*.py"):
         text = path.read_text().lower()
         assert "methods" not in text and "dspike" not in text, path.name
+
+
+def test_a_method_is_one_module_found_by_the_command_line_and_config_json(tmp_path, monkeypatch):
+    package = tmp_path / "mymethods"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "schedule.py").write_text(
+        "import dataclasses\n"
+        "from jsnn.methods import Method\n\n\n"
+        "@dataclasses.dataclass(frozen=True)\n"
+        "class Schedule(Method):\n"
+        '    name = "mymethods.schedule"\n'
+        "    step: float = 0.2\n\n\n"
+        "METHOD = Schedule\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config, _ = _parse(["--method.name", "mymethods.schedule", "--method.step", "0.5"])
+    assert type(config.method).__name__ == "Schedule" and config.method.step == 0.5
+    assert Config.from_json(config.to_json()) == config
