@@ -13,7 +13,10 @@ first layer with eps 0.1, b from 1 in steps of 0.2). SGD with momentum 0.9, cosi
 weight decay 1e-4, random crop + flip, AutoAugment and Cutout; LIF neurons (decay 0.25,
 threshold 0.5, hard reset), tdBN. ``--init.ann false --init.tit-steps none`` trains one model
 at T. The recipes are
-:data:`jsnn.recipes.CIFAR`.
+:data:`jsnn.recipes.CIFAR`, the CPNG paper's among them: ``--recipe cpng_vgg16_cifar100``
+(VGG-16 on CIFAR-100 at T = 5) and ``cpng_resnet19_cifar10`` (ResNet-19 on CIFAR-10 at T = 6)
+with CPNG after every epoch, ``cpng_tet_*`` the same with the TET loss, ``cpng_baseline_*``
+without CPNG; ``--method cpng`` switches any recipe to CPNG (with a triangular surrogate).
 
 The data come from tensorflow-datasets (``pip install -e ".[tfds]"``; see the README for
 preparing CIFAR once). ``--help`` lists every field that can be overridden; every round resumes

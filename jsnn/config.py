@@ -212,19 +212,28 @@ class Config:
     def override(self, changes: Mapping[str, Any]) -> Config:
         """This config with the fields named by dotted names changed, e.g. ``{"train.epochs":
         10, "model.time_steps": 6, "method.name": "dspike", "method.eps": 0.05}``. A new
-        ``method.name`` starts from that method's defaults. The flat names of earlier versions
-        (``"epochs"``, ``"steps"``, ``"fdg_eps"``, ...) are accepted too."""
+        ``method.name`` starts from that method's defaults and its ``settings`` (the fields it
+        trains with, e.g. CPNG's triangular surrogate), which ``changes`` may set otherwise.
+        The flat names of earlier versions (``"epochs"``, ``"steps"``, ``"fdg_eps"``, ...) are
+        accepted too."""
         legacy = _legacy_names()
         sections: dict[str, dict[str, Any]] = {name: {} for name in (*SECTIONS, "method")}
-        method_name = self.method.name
+        method_name = next(
+            (value for key, value in changes.items() if legacy.get(key, key) == "method.name"),
+            self.method.name,
+        )
+        same = method_name == self.method.name
+        cls = type(self.method) if same else methods.get(method_name)
+        if cls is not type(self.method):  # its settings first: the changes' own values win
+            changes = {**cls.settings, **changes}
         for key, value in changes.items():
             if key in _REMOVED:
                 raise ValueError(f"{key} is no longer a field: use {_REMOVED[key]}")
             dotted = legacy.get(key, key)
             section, _, field = dotted.partition(".")
             if dotted == "method.name":
-                method_name = value
-            elif section in sections and field:
+                continue
+            if section in sections and field:
                 sections[section][field] = value
             else:
                 sections["method"][key] = value  # a method's own flat name, resolved below
@@ -233,8 +242,6 @@ class Config:
             for name, fields in sections.items()
             if name != "method"
         }
-        same = method_name == self.method.name
-        cls = type(self.method) if same else methods.get(method_name)
         base = self.method.options() if cls is type(self.method) else {}
         options = {}
         for key, value in sections["method"].items():
@@ -338,6 +345,9 @@ def parse_args(
     same = method_cls is type(recipe.method)
     values = recipe.to_dict()
     values["method"] = (recipe.method if same else method_cls()).options()
+    for dotted, value in () if same else method_cls.settings.items():  # shown in --help
+        section, _, field = dotted.partition(".")
+        values[section][field] = value
 
     parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
     parser.add_argument(

@@ -43,6 +43,10 @@ class LIF(nnx.Module):
     it on every LIF layer of a model (and on none, without error, in a model without them), and
     ``model.train(record_firing_rate=False)`` clears it.
 
+    With ``record_membrane`` set, each call also sows the mean and the standard deviation of
+    the pre-spike membrane ``u_pre`` over the whole call (batch, time steps and neurons) as
+    ``membrane_mean`` and ``membrane_std``: the statistics CPNG's chi is computed from.
+
     ``layer.surrogate`` is a :class:`SurrogateVariable`: read it with ``get_value()``, replace
     it with ``set_value(sg)`` (no retracing: its shape parameters are traced data).
 
@@ -81,6 +85,7 @@ class LIF(nnx.Module):
         self.detach_reset = detach_reset
         self.learn_decay = learn_decay
         self.record_firing_rate = False
+        self.record_membrane = False
 
     @property
     def decay(self) -> jax.Array:
@@ -90,14 +95,20 @@ class LIF(nnx.Module):
         return self.fixed_decay[...]
 
     def __call__(self, currents: jax.Array) -> jax.Array:
-        spikes = lif(
+        outputs = lif(
             currents,
             decay=self.decay,
             v_th=self.v_th[...],
             surrogate=self.surrogate.get_value(),
             reset=self.reset,
             detach_reset=self.detach_reset,
+            return_membrane=self.record_membrane,
         )
+        spikes = outputs
+        if self.record_membrane:
+            spikes, u_pre = outputs
+            self.sow(nnx.Intermediate, "membrane_mean", jnp.mean(u_pre))
+            self.sow(nnx.Intermediate, "membrane_std", jnp.std(u_pre))
         if self.record_firing_rate:
             self.sow(nnx.Intermediate, "firing_rate", jnp.mean(spikes))
         return spikes

@@ -44,3 +44,24 @@ def test_quickstart_with_the_temperature_search_still_reaches_98_percent(tmp_pat
     assert all(r["dspike_b"] > 0 for r in searches)
     assert len({r["dspike_b"] for r in searches}) > 1  # the temperature moves
     assert (workdir / "temperature.png").exists()
+
+
+def test_quickstart_with_cpng_reaches_98_percent_and_traces_chi_and_beta(tmp_path):
+    # CPNG's Algorithm 1 after each of the 15 epochs; switching to it brings the triangular
+    # surrogate (the quickstart's own is Dspike).
+    workdir = tmp_path / "cpng"
+    metrics = quickstart.main(
+        ["--workdir", str(workdir), "--progress", "false", "--method", "cpng"]
+    )
+    assert metrics["accuracy"] >= 0.98
+    controls = [
+        r for r in train.read_metrics(workdir / "metrics.jsonl") if r["kind"] == "epoch_end"
+    ]
+    assert [r["epoch"] for r in controls] == list(range(1, 16))
+    layers = [key.partition("/")[2] for key in controls[0] if key.startswith("beta/")]
+    assert layers == ["units.0.act.neuron", "units.1.act.neuron"]
+    for record in controls:
+        for layer in layers:
+            assert record[f"chi_min/{layer}"] <= controls[0][f"chi/{layer}"] + 1e-6
+            assert record[f"chi_min/{layer}"] >= 0.2 and record[f"beta/{layer}"] > 0
+    assert (workdir / "chi.png").exists() and (workdir / "beta.png").exists()

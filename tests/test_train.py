@@ -234,6 +234,8 @@ def test_epoch_hooks_change_the_live_model_and_are_recorded(tmp_path):
 
     def after(model, epoch, batch):
         seen.append(_temperatures(model))
+        last = dataset.train(batch_size=64, seed=config.train.seed)[22 * epoch + 21]
+        np.testing.assert_array_equal(np.asarray(batch["image"]), last["image"])
 
     config = _config(tmp_path)
     dataset = run.build_dataset(config)

@@ -21,8 +21,9 @@ from jsnn.losses import LossFn
 __all__ = ["Hook", "Method"]
 
 # The trainer's hook contract (jsnn.train.Hook): ``hook(model, epoch, batch) -> scalars | None``
-# with the live model holding the train state, the epoch from 0 and the epoch's first training
-# batch, sharded like a training step's. A hook may set the model's values, not its structure.
+# with the live model holding the train state, the epoch from 0 and a training batch sharded like
+# a training step's: the epoch's first for an epoch-start hook, its last for an epoch-end hook.
+# A hook may set the model's values, not its structure.
 Hook = Callable[[nnx.Module, int, dict], dict[str, float] | None]
 
 
@@ -39,6 +40,9 @@ class Method:
     name: ClassVar[str]
     # Flat command-line flags of earlier versions -> this method's field of the same meaning.
     legacy_flags: ClassVar[Mapping[str, str]] = MappingProxyType({})
+    # Config fields (dotted names) the method trains with, set when a config switches to it,
+    # unless the same change names them (``--method.name cpng --model.surrogate arctan``).
+    settings: ClassVar[Mapping[str, Any]] = MappingProxyType({})
 
     def check(self, config: Any) -> None:
         """Raises ValueError (naming the field) if this method cannot train ``config``."""

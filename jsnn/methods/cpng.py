@@ -8,26 +8,56 @@ share of membrane potentials that get a gradient. Once per epoch Algorithm 1 rec
 layer's smallest chi and, where chi has risen above it, steepens the surrogate (a larger
 beta) until chi is back at that minimum, never letting chi fall below ``chi_limit``.
 
-This module holds the math as functions of arrays and numbers; the surrogates are jsnn's
-``Triangular``, ``Rectangular`` and ``ArcTan``, whose width parameter is ``beta``.
+The math is in functions of arrays and numbers (:func:`chi`, :func:`solve_beta`,
+:func:`update`); the surrogates are jsnn's ``Triangular``, ``Rectangular`` and ``ArcTan``, whose
+width parameter is ``beta``. As a training method (``--method.name cpng``, :class:`CPNG`) it is
+an epoch-end hook (:func:`chi_control`): each spiking layer's pre-spike membrane statistics on
+the epoch's last training batch (Sec. 4.3, appendix A.2), Algorithm 1 on them, and each layer's
+new ``beta`` set in its surrogate; the smallest chi of every layer is kept in the model's state
+(:class:`ChiRecord`), so checkpoints hold it and a resumed run goes on from it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from collections.abc import Mapping
-from typing import NamedTuple
+import pathlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from jax.scipy.special import ndtr
 
 from jsnn._checks import concrete, positive_float
+from jsnn._fields import option
+from jsnn.layers import LIF
+from jsnn.methods.base import Hook, Method
 from jsnn.surrogate import kind
 
-__all__ = ["MembraneStats", "chi", "chi_of_moments", "half_width", "solve_beta", "update"]
+__all__ = [
+    "CPNG",
+    "METHOD",
+    "SURROGATES",
+    "ChiRecord",
+    "MembraneStats",
+    "chi",
+    "chi_control",
+    "chi_of_moments",
+    "half_width",
+    "membrane_stats",
+    "solve_beta",
+    "spiking_layers",
+    "update",
+]
+
+# The surrogates whose width CPNG controls: each has one shape parameter, beta (Sec. 3).
+SURROGATES: tuple[str, ...] = ("triangular", "rectangular", "arctan")
 
 # Half-width of the effective domain times beta: the support |x| < 1/(2 beta) of the
 # rectangular window; the triangle's support |x| < 1/beta; and for surrogates whose derivative
@@ -193,3 +223,230 @@ def update(
         if target != current:
             new_betas[layer] = solve_beta(mean, std, v_th, target, surrogate, **search)
     return new_records, new_betas
+
+
+class ChiRecord(nnx.Variable):
+    """A spiking layer's smallest chi so far (Algorithm 1's ``chi_recorder[l]``); NaN until
+    CPNG first measures the layer. Model state, so checkpoints keep it."""
+
+
+def spiking_layers(model: nnx.Module) -> dict[str, LIF]:
+    """The model's LIF layers by dotted path (``"stages.0.0.neuron1.neuron"``), in order."""
+    return {
+        ".".join(map(str, path)): module
+        for path, module in nnx.iter_modules(model)
+        if isinstance(module, LIF)
+    }
+
+
+def _layer_name(path) -> str:
+    return ".".join(str(key.key) for key in path if isinstance(key, jax.tree_util.DictKey))
+
+
+def membrane_stats(model: nnx.Module, images: jax.Array) -> dict[str, tuple[jax.Array, jax.Array]]:
+    """``{layer: (mean, std)}``: the pre-spike membrane statistics of every LIF layer of
+    ``model`` on ``images``, in one forward pass in training mode (batch norm normalises with
+    the batch's statistics, as in the training step) on a copy: ``model``'s running statistics
+    are left alone. A layer called more than once pools its calls (equal sizes)."""
+    copy = nnx.merge(*nnx.split(model), copy=True)
+    copy.train(record_membrane=True)  # modules without the attribute are left alone
+    _, sown = nnx.capture(copy, nnx.Intermediate)(images)
+    calls: dict[str, dict[str, list]] = {}
+    for path, value in jax.tree_util.tree_leaves_with_path(sown):
+        name, _, statistic = _layer_name(path).rpartition(".")
+        if statistic in ("membrane_mean", "membrane_std"):
+            calls.setdefault(name, {}).setdefault(statistic, []).append(value)
+    stats = {}
+    for name, found in calls.items():
+        means, stds = jnp.stack(found["membrane_mean"]), jnp.stack(found["membrane_std"])
+        mean = jnp.mean(means)
+        # The law of total variance over the calls: within-call plus between-call variance.
+        stats[name] = (mean, jnp.sqrt(jnp.mean(stds**2 + (means - mean) ** 2)))
+    return stats
+
+
+def chi_control(
+    *, chi_limit: float = 0.2, lo: float = 1e-3, hi: float = 1e3, tol: float = 1e-5
+) -> Hook:
+    """An epoch-end hook (:data:`jsnn.methods.base.Hook`) applying Algorithm 1 once, on the
+    given (last) batch of the epoch: every LIF layer's membrane statistics
+    (:func:`membrane_stats`), :func:`update` with each layer's :class:`ChiRecord` and current
+    ``beta``, and the new ``beta`` set in each layer's surrogate.
+
+    The first time a layer is measured (its record NaN: the run's first epoch, or a model
+    initialised from a run without CPNG) is Algorithm 1's epoch 0: chi is recorded, beta kept.
+    The statistics are those of the model after the epoch's last step (the paper stores them
+    during that step's forward pass, one update earlier). Records per layer ``chi/<layer>``
+    (chi at the epoch's beta, the paper's Fig. 3), ``chi_min/<layer>`` (the record) and
+    ``beta/<layer>`` (the new beta, Fig. 4), and ``cpng_seconds``.
+    """
+    if not 0 <= chi_limit < 1:
+        raise ValueError(f"chi_limit must lie in [0, 1), got {chi_limit!r}")
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def measure(graphdef, state, images):
+        return membrane_stats(nnx.merge(graphdef, state), images)
+
+    def hook(model: nnx.Module, epoch: int, batch: dict) -> dict[str, float]:
+        start = time.perf_counter()
+        layers = spiking_layers(model)
+        if not layers:
+            raise ValueError("CPNG needs a model with LIF layers (model.spiking), it has none")
+        surrogates = {name: layer.surrogate.get_value() for name, layer in layers.items()}
+        kinds = {type(sg).__name__.lower() for sg in surrogates.values()}
+        if len(kinds) != 1 or not kinds <= set(SURROGATES):
+            raise ValueError(
+                f"CPNG controls the beta of one surrogate kind among {SURROGATES}, the model's "
+                f"layers have {sorted(kinds)}"
+            )
+        (surrogate,) = kinds
+        found = jax.device_get(measure(*nnx.split(model), batch["image"]))
+        stats, betas, records = {}, {}, {}
+        for name, layer in layers.items():
+            if name not in found:
+                raise ValueError(f"LIF layer {name!r} was not called by the model's forward pass")
+            v_th = np.asarray(layer.v_th.get_value())
+            if v_th.size != 1:
+                raise ValueError(
+                    f"CPNG's chi (Eq. 6) takes one threshold per layer; layer {name!r} has "
+                    f"v_th of shape {v_th.shape}"
+                )
+            mean, std = (float(value) for value in found[name])
+            stats[name] = MembraneStats(mean, std, float(v_th))
+            betas[name] = float(surrogates[name].beta)
+            records[name] = float(_record(layer).get_value())
+        first = any(math.isnan(record) for record in records.values())
+        new_records, new_betas = update(
+            {} if first else records,
+            stats,
+            betas,
+            epoch=0 if first else epoch,
+            chi_limit=chi_limit,
+            surrogate=surrogate,
+            lo=lo,
+            hi=hi,
+            tol=tol,
+        )
+        scalars = {}
+        for name, layer in layers.items():
+            chi_now = chi_of_moments(*stats[name][:2], stats[name].v_th, betas[name], surrogate)
+            _record(layer).set_value(jnp.asarray(new_records[name], jnp.float32))
+            layer.surrogate.set_value(type(surrogates[name])(beta=new_betas[name]))
+            scalars[f"chi/{name}"] = float(chi_now)
+            scalars[f"chi_min/{name}"] = new_records[name]
+            scalars[f"beta/{name}"] = new_betas[name]
+        scalars["cpng_seconds"] = time.perf_counter() - start
+        if jax.process_index() == 0:
+            chis = [scalars[f"chi/{name}"] for name in layers]
+            values = list(new_betas.values())
+            print(
+                f"epoch {epoch + 1}: CPNG beta {min(values):.3f} to {max(values):.3f} over "
+                f"{len(layers)} layers (chi {min(chis):.3f} to {max(chis):.3f}; "
+                f"{scalars['cpng_seconds']:.2f} s)"
+            )
+        return scalars
+
+    return hook
+
+
+def _record(layer: LIF) -> ChiRecord:
+    record = getattr(layer, "chi_record", None)
+    if not isinstance(record, ChiRecord):
+        raise ValueError(
+            "CPNG keeps each layer's smallest chi in a ChiRecord variable, which this model's "
+            "LIF layers lack: build the model with CPNG's neuron factory (CPNG().neurons)"
+        )
+    return record
+
+
+def _layer_series(workdir: pathlib.Path, prefix: str) -> tuple[list[int], dict[str, list[float]]]:
+    """The epochs of CPNG's records and each layer's values of ``prefix/<layer>`` at them."""
+    from jsnn.train.metrics import read_metrics
+
+    records = [
+        record
+        for record in read_metrics(workdir / "metrics.jsonl")
+        if record["kind"] == "epoch_end" and "cpng_seconds" in record
+    ]
+    if not records:
+        raise ValueError(f"{workdir} has no CPNG records (epoch_end with cpng_seconds)")
+    layers = [key.partition("/")[2] for key in records[-1] if key.startswith(prefix + "/")]
+    series = {layer: [record[f"{prefix}/{layer}"] for record in records] for layer in layers}
+    return [record["epoch"] for record in records], series
+
+
+@dataclasses.dataclass(frozen=True)
+class CPNG(Method):
+    """Algorithm 1 after every epoch: each spiking layer's surrogate steepened (a larger beta)
+    wherever its chi rose above its smallest so far, and widened where chi fell below
+    ``chi_limit``. beta starts at the surrogate's (``--model.surrogate-options beta=1``, the
+    paper's initial 1.0); the surrogate is triangular unless the config names another of
+    :data:`SURROGATES`. Works with any loss (``--train.loss tet``)."""
+
+    name = "cpng"
+    settings = MappingProxyType({"model.surrogate": "triangular"})
+
+    chi_limit: float = option(0.2, "chi never falls below this share (Algorithm 1's chi_limit)")
+    lo: float = option(1e-3, "smallest beta the binary search may return")
+    hi: float = option(1e3, "largest beta the binary search may return")
+    tol: float = option(1e-5, "the binary search stops when chi is this close to its target")
+
+    def __post_init__(self):
+        if not 0 <= self.chi_limit < 1:
+            raise ValueError(f"chi_limit must lie in [0, 1), got {self.chi_limit!r}")
+        for name in ("lo", "hi", "tol"):
+            positive_float(name, getattr(self, name))
+        if not self.lo < self.hi:
+            raise ValueError(f"lo must be below hi, got lo={self.lo!r}, hi={self.hi!r}")
+
+    def check(self, config: Any) -> None:
+        if config.model.surrogate not in SURROGATES or not config.model.spiking:
+            raise ValueError(
+                f"method 'cpng' controls the width of a spiking model's surrogate: it needs "
+                f"model.surrogate in {SURROGATES} and model.spiking=True, got "
+                f"{config.model.surrogate!r} and {config.model.spiking!r}"
+            )
+
+    def neurons(self, config: Any, neuron: Callable[[], nnx.Module]) -> Callable[[], nnx.Module]:
+        """``neuron`` with a :class:`ChiRecord` (NaN: nothing measured yet) on every layer."""
+
+        def with_record() -> nnx.Module:
+            layer = neuron()
+            layer.chi_record = ChiRecord(jnp.array(jnp.nan, jnp.float32))
+            return layer
+
+        return with_record
+
+    def epoch_end(self, model: nnx.Module, config: Any) -> Sequence[Hook]:
+        return (chi_control(chi_limit=self.chi_limit, lo=self.lo, hi=self.hi, tol=self.tol),)
+
+    def plots(self, workdir: pathlib.Path) -> list[pathlib.Path]:
+        """``chi.png``: every layer's chi over the epochs (the paper's Fig. 3, right), and
+        ``beta.png``: every layer's final beta (Fig. 4), the layers named, in the model's
+        module order."""
+        from matplotlib.figure import Figure
+
+        from jsnn.train.metrics import save_figure
+
+        epochs, chis = _layer_series(workdir, "chi")
+        figure = Figure(figsize=(7, 4))
+        axis = figure.subplots()
+        for layer, values in chis.items():
+            axis.plot(epochs, values, label=layer)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel("chi: share of membrane potentials with a gradient", fontsize="small")
+        if len(chis) <= 20:
+            axis.legend(fontsize="x-small")
+        paths = [save_figure(figure, workdir, "chi.png")]
+
+        _, betas = _layer_series(workdir, "beta")
+        figure = Figure(figsize=(max(5, 0.4 * len(betas)), 6))
+        axis = figure.subplots()
+        axis.bar(range(len(betas)), [values[-1] for values in betas.values()])
+        axis.set_xticks(range(len(betas)), list(betas), rotation=90, fontsize="x-small")
+        axis.set_ylabel("final beta")
+        paths.append(save_figure(figure, workdir, "beta.png"))
+        return paths
+
+
+METHOD = CPNG

@@ -244,6 +244,7 @@ class DspikeSearch(Method):
             "fdg_directions": "directions",
         }
     )
+    settings = MappingProxyType({"model.surrogate": "dspike"})
 
     eps: float = option(0.1, "step of the finite-difference gradient (Eq. 10)")
     b_step: float = option(0.2, "the candidates are b and b +- b_step")

@@ -28,9 +28,10 @@ from jsnn.train.step import Gradient, TrainState, eval_step, make_train_step, va
 __all__ = ["Hook", "TrainingDiverged", "evaluate", "fit"]
 
 # A hook acts between epochs: it gets the live model (holding the train state), the epoch (from
-# 0) and the epoch's first training batch (sharded like the training steps'); it may set the
-# model's values (not change its structure) and returns the scalars it wants recorded, or None.
-# This is how a training method acts on a run.
+# 0) and a training batch sharded like the training steps' (an epoch-start hook the epoch's
+# first batch, an epoch-end hook its last); it may set the model's values (not change its
+# structure) and returns the scalars it wants recorded, or None. This is how a training method
+# acts on a run.
 Hook = Callable[[nnx.Module, int, dict], dict[str, float] | None]
 
 
@@ -92,8 +93,10 @@ def fit(
     ``[B, T, classes]``; the evaluation reports it too. ``gradient`` is how a step
     differentiates it (:data:`jsnn.train.Gradient`; default autodiff). The ``epoch_start``
     hooks run before each epoch (once: not again when a run resumes inside the epoch), the
-    ``epoch_end`` hooks after its evaluation; see :data:`Hook`. ``record`` (default: the
-    trainer section) is written as ``config.json``: the whole config of the run.
+    ``epoch_end`` hooks after its evaluation; see :data:`Hook`. A start hook is given the
+    epoch's first training batch, an end hook its last (the batch the last step trained on).
+    ``record`` (default: the trainer section) is written as ``config.json``: the whole config
+    of the run.
     """
     loss = losses.get(config.loss) if loss is None else loss
     workdir = pathlib.Path(config.workdir)
@@ -188,7 +191,7 @@ def fit(
             test_metrics = run_eval(state)
             writer.write("eval", int(state.step), test_metrics)
             if epoch_end:
-                state = _run_hooks(epoch_end, state, epoch, batch_at(first), writer, "epoch_end")
+                state = _run_hooks(epoch_end, state, epoch, batch_at(last - 1), writer, "epoch_end")
             checkpointer.save(state, {"epoch": epoch + 1, "test": test_metrics})
             if lead:
                 print(

@@ -6,7 +6,7 @@ import json
 import pathlib
 from collections.abc import Callable
 
-__all__ = ["MetricWriter", "plot_curves", "plot_scalars", "read_metrics"]
+__all__ = ["MetricWriter", "plot_curves", "plot_scalars", "read_metrics", "save_figure"]
 
 
 class MetricWriter:
@@ -57,7 +57,7 @@ def read_metrics(path: str | pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines()]
 
 
-def _save(figure, workdir: str | pathlib.Path, name: str) -> pathlib.Path:
+def save_figure(figure, workdir: str | pathlib.Path, name: str) -> pathlib.Path:
     """Writes ``figure`` as ``workdir/name`` through the Agg canvas: no pyplot, so a notebook's
     own matplotlib backend and figures are left alone."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -90,7 +90,7 @@ def plot_curves(workdir: str | pathlib.Path) -> pathlib.Path:
             axis.set_xlabel("step")
             axis.set_ylabel(name)
             axis.legend()
-    return _save(figure, workdir, "curves.png")
+    return save_figure(figure, workdir, "curves.png")
 
 
 def plot_scalars(
@@ -121,4 +121,4 @@ def plot_scalars(
         axis.plot([epoch for epoch, _ in points], [values[i] for _, values in points], marker=".")
         axis.set_xlabel("epoch")
         axis.set_ylabel(label)
-    return _save(figure, workdir, name)
+    return save_figure(figure, workdir, name)
