@@ -142,6 +142,22 @@ def test_four_devices_give_the_same_losses_as_one(tmp_path, reference):
     np.testing.assert_allclose(_train_losses(tmp_path), _train_losses(reference), rtol=1e-4)
 
 
+def test_cpng_measures_the_same_membranes_on_four_devices_as_on_one(tmp_path):
+    # CPNG's membrane pass on the epoch's last batch, sharded over the devices, and its
+    # Algorithm 1 (chi_limit 0.9 re-solves every beta at the second epoch).
+    flags = [*FLAGS[:-4], "--method.name", "cpng", "--method.chi-limit", "0.9"]
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    traces = []
+    for workdir, extra in ((tmp_path / "one", {}), (tmp_path / "four", env)):
+        result = _run_child(workdir, *flags, env=extra)
+        assert result.returncode == 0, result.stderr
+        records = train.read_metrics(workdir / "metrics.jsonl")
+        ends = [r for r in records if r["kind"] == "epoch_end"]
+        traces.append([v for r in ends for k, v in sorted(r.items()) if "/" in k])
+    assert len(traces[0]) == 2 * 3 * 2  # two epochs, chi, chi_min and beta of two layers
+    np.testing.assert_allclose(traces[1], traces[0], rtol=1e-6)
+
+
 def test_two_processes_give_the_same_losses_as_one(tmp_path, reference):
     with socket.socket() as probe:
         probe.bind(("localhost", 0))
