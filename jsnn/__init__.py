@@ -1,6 +1,6 @@
 """jsnn: spiking neural networks in JAX and Flax NNX."""
 
-from jsnn import encoding, layers, losses, neuron, norm, surrogate
+from jsnn import dtypes, encoding, layers, losses, neuron, norm, surrogate
 from jsnn.layers import LIF, TDBatchNorm, TimeDistributed
 from jsnn.neuron import LIFParams, lif, lif_scan, lif_step
 
@@ -11,6 +11,7 @@ __all__ = [
     "LIFParams",
     "TDBatchNorm",
     "TimeDistributed",
+    "dtypes",
     "encoding",
     "layers",
     "lif",

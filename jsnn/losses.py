@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jsnn.dtypes import compute_dtype
+
 __all__ = [
     "LOSSES",
     "LossFn",
@@ -23,7 +25,10 @@ __all__ = [
 ]
 
 
-def _check(outputs: jax.Array, labels: jax.Array, time_axis: int) -> jax.Array:
+def _check(outputs: jax.Array, labels: jax.Array, time_axis: int) -> tuple[jax.Array, jax.Array]:
+    """The outputs in their compute dtype (:mod:`jsnn.dtypes`: a loss is float32 at least)
+    and the checked labels."""
+    outputs = jnp.asarray(outputs)
     if outputs.ndim != 3:
         raise ValueError(f"outputs must be [B, T, classes] (3 axes), got shape {outputs.shape}")
     if time_axis not in (0, 1, -3, -2):
@@ -34,7 +39,7 @@ def _check(outputs: jax.Array, labels: jax.Array, time_axis: int) -> jax.Array:
     batch = outputs.shape[1 - time_axis % 3]
     if labels.shape != (batch,):
         raise ValueError(f"labels must have shape ({batch},) to match outputs, got {labels.shape}")
-    return labels
+    return outputs.astype(compute_dtype(outputs.dtype)), labels
 
 
 def mean_over_time(outputs: jax.Array, time_axis: int = 1) -> jax.Array:
@@ -49,7 +54,7 @@ def mean_output_cross_entropy(
     outputs: jax.Array, labels: jax.Array, time_axis: int = 1
 ) -> jax.Array:
     """Cross-entropy of the time-averaged output (Dspike Eq. 3, CPNG Eq. 5), mean over batch."""
-    labels = _check(outputs, labels, time_axis)
+    outputs, labels = _check(outputs, labels, time_axis)
     logits = mean_over_time(outputs, time_axis)
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
@@ -58,7 +63,7 @@ def tet_cross_entropy(outputs: jax.Array, labels: jax.Array, time_axis: int = 1)
     """TET loss (Deng et al., ICLR 2022; used with CPNG in its Table 3): the cross-entropy at
     every time step, ``(1/T) sum_t CE(outputs[t], label)``, mean over batch.
     """
-    labels = _check(outputs, labels, time_axis)
+    outputs, labels = _check(outputs, labels, time_axis)
     per_step = jnp.moveaxis(outputs, time_axis, 1)
     steps = per_step.shape[1]
     repeated = jnp.broadcast_to(labels[:, None], (labels.shape[0], steps))
@@ -84,7 +89,7 @@ def as_sequence(outputs: jax.Array) -> jax.Array:
     """A model's outputs as ``[B, T, classes]`` in float32 at least: an ANN twin's ``[B,
     classes]`` becomes a one-step sequence, so every loss applies unchanged; a bfloat16
     model's outputs are cast up so that the loss is computed in float32."""
-    outputs = outputs.astype(jnp.promote_types(outputs.dtype, jnp.float32))
+    outputs = outputs.astype(compute_dtype(outputs.dtype))
     return outputs[:, None] if outputs.ndim == 2 else outputs
 
 

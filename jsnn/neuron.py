@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jsnn._checks import concrete, floating_array
+from jsnn.dtypes import cast_parameters, compute_dtype
 from jsnn.surrogate import Surrogate
 
 __all__ = [
@@ -120,7 +121,9 @@ def lif_step(
 
     ``state`` is the membrane ``u[t-1]`` after the previous step's reset (zeros before the first
     step), ``current`` the input ``c[t]`` of this step, of the same shape (one time step, e.g.
-    ``[B, N]``)::
+    ``[B, N]``). Dtypes follow :mod:`jsnn.dtypes`: the new state is in the compute dtype of
+    ``state`` and ``current`` (a float32 state for bfloat16 currents), the spikes in the dtype
+    of ``current``, and the parameters never promote either::
 
         u_pre = decay * u[t-1] + c[t]                 Dspike Eq. 1
         s[t]  = H(u_pre - v_th)                       Dspike Eq. 2; backward: the surrogate
@@ -143,16 +146,18 @@ def lif_step(
             f"got {current.shape}"
         )
     _check_fits_step(params.decay, params.v_th, state.shape)
+    dtype = compute_dtype(state.dtype, current.dtype)
+    decay, v_th = cast_parameters((params.decay, params.v_th), dtype)
     state, spike, _ = _step(
-        state,
-        current,
-        params.decay,
-        params.v_th,
+        state.astype(dtype),
+        current.astype(dtype),
+        decay,
+        v_th,
         params.surrogate,
         params.reset,
         params.detach_reset,
     )
-    return state, spike
+    return state, spike.astype(current.dtype)
 
 
 def _step(u, current, decay, v_th, surrogate: Surrogate, reset: str, detach_reset: bool):
@@ -234,8 +239,11 @@ def lif(
     membrane ``u_pre`` (what CPNG's chi is computed from), shaped the same; with
     ``return_state`` also the final state ``u[T-1]``, shaped like one time step, from which
     ``lif(next_currents, v0=state, ...)`` continues the sequence. The outputs come in that
-    order: ``spikes[, u_pre][, state]``. The final state costs one membrane-sized cotangent in
-    the backward pass; without ``return_state`` nothing changes.
+    order: ``spikes[, u_pre][, state]``. Dtypes (:mod:`jsnn.dtypes`): spikes in the dtype of
+    ``currents``, ``u_pre`` and the state in its compute dtype (float32 for bfloat16 currents);
+    ``decay``, ``v_th`` and the surrogate's parameters never promote them. The final state
+    costs one membrane-sized cotangent in the backward pass; without ``return_state`` nothing
+    changes.
     """
     currents, decay, v_th, v0 = _sequence_inputs(
         currents, decay, v_th, surrogate, reset, time_axis, v0
@@ -270,7 +278,7 @@ def _sequence_inputs(currents, decay, v_th, surrogate, reset: str, time_axis: in
     step_shape = currents.shape[:time_axis] + currents.shape[time_axis + 1 :]
     _check_fits_step(decay, v_th, step_shape)
     # bf16/f16 currents still integrate in float32: the membrane is a long running sum.
-    state_dtype = jnp.promote_types(currents.dtype, jnp.float32)
+    state_dtype = compute_dtype(currents.dtype)
     # Rank of one step, so that inserting the time axis broadcasts them over the whole sequence.
     decay, v_th = (_step_rank(jnp.asarray(p, state_dtype), len(step_shape)) for p in (decay, v_th))
     if v0 is None:

@@ -5,8 +5,9 @@ tdBN (Zheng et al. 2021, as used by Dspike Eq. 4-5) multiplies the normalised in
 ``alpha * v_th``; time-folded BN (DSR supplement C.2: time and batch merged into one batch axis)
 is the same with ``alpha * v_th = 1``.
 
-Both compute in float32 at least: with bfloat16 activations the statistics are float32, and
-the normalised output comes back in the input's dtype.
+Dtypes follow :mod:`jsnn.dtypes`: both compute in float32 at least (with bfloat16 activations
+the statistics are float32), the parameters are cast to that compute dtype, and the normalised
+output comes back in the input's dtype.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
+
+from jsnn.dtypes import cast_parameters, compute_dtype
 
 __all__ = ["batch_statistics", "normalize"]
 
@@ -39,7 +42,7 @@ def batch_statistics(x: jax.Array, feature_axis: int = -1) -> tuple[jax.Array, j
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _moments(x: jax.Array, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
-    x = x.astype(_at_least_float32(x.dtype))
+    x = x.astype(compute_dtype(x.dtype))
     mean = jnp.mean(x, axis=axes)
     var = jnp.mean(jnp.square(x - jnp.expand_dims(mean, axes)), axis=axes)
     return mean, var
@@ -73,16 +76,17 @@ def normalize(
 
     Dspike Eq. 4 (normalise, with ``scale = alpha * v_th`` for tdBN) followed by Eq. 5 (affine).
     ``mean``, ``var``, ``gamma`` and ``beta`` are vectors over the channel axis ``feature_axis``.
-    Computed in float32 at least; the result has the dtype of ``x``.
+    Computed in the compute dtype of ``x`` (float32 at least), with every parameter cast to
+    it; the result has the dtype of ``x``.
     """
     axes = _reduce_axes(x, feature_axis)
+    dtype = compute_dtype(x.dtype)
+    mean, var, gamma, beta, scale, epsilon = cast_parameters(
+        (mean, var, gamma, beta, scale, epsilon), dtype
+    )
     # One multiply-add per element, x * a + b, with the per-channel a and b: the backward pass
     # then keeps only x (and vectors), not the centred or normalised copies.
     a = gamma * scale * jax.lax.rsqrt(var + epsilon)
     b = beta - mean * a
-    y = x.astype(_at_least_float32(x.dtype)) * jnp.expand_dims(a, axes)
+    y = x.astype(dtype) * jnp.expand_dims(a, axes)
     return (y + jnp.expand_dims(b, axes)).astype(x.dtype)
-
-
-def _at_least_float32(dtype: jnp.dtype) -> jnp.dtype:
-    return jnp.promote_types(dtype, jnp.float32)

@@ -10,11 +10,16 @@ passed through ``jit``, ``vmap`` (a batch of temperatures in one call), ``lax.sc
 layer as data. Every surrogate derivative integrates to 1 over ``x`` (CPNG Sec. 3: the property
 of the delta function that the surrogates share). Shape parameters get no gradient: methods such
 as the Dspike temperature search and CPNG set them between epochs.
+
+Dtypes follow :mod:`jsnn.dtypes`: a surrogate's parameters keep the dtype they were built with
+and are cast to the compute dtype of ``x`` where they meet it, so a float64 parameter never
+promotes a float32 computation; ``derivative(x)`` and the spikes have the dtype of ``x``.
 """
 
 from __future__ import annotations
 
 import abc
+import functools
 import math
 from typing import ClassVar
 
@@ -23,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jsnn._checks import concrete, floating_array
+from jsnn.dtypes import cast_parameters, compute_dtype
 
 __all__ = [
     "ArcTan",
@@ -61,6 +67,8 @@ class Surrogate(abc.ABC):
         jax.tree_util.register_pytree_with_keys(
             cls, cls._flatten_with_keys, cls._unflatten, cls._flatten
         )
+        if "derivative" in cls.__dict__:  # every subclass's formula runs under the policy
+            cls.derivative = _in_compute_dtype(cls.__dict__["derivative"])
 
     def _flatten(self):
         return tuple(getattr(self, name) for name in self.parameters), None
@@ -89,6 +97,19 @@ class Surrogate(abc.ABC):
     def __repr__(self) -> str:
         values = ", ".join(f"{name}={getattr(self, name)}" for name in self.parameters)
         return f"{type(self).__name__}({values})"
+
+
+def _in_compute_dtype(derivative):
+    """``derivative(self, x)`` computed with ``x`` and the parameters in the compute dtype of
+    ``x`` (:mod:`jsnn.dtypes`), returned in the dtype of ``x``."""
+
+    @functools.wraps(derivative)
+    def in_compute_dtype(self, x):
+        x = jnp.asarray(x)
+        dtype = compute_dtype(x.dtype)
+        return derivative(cast_parameters(self, dtype), x.astype(dtype)).astype(x.dtype)
+
+    return in_compute_dtype
 
 
 @jax.custom_vjp

@@ -275,6 +275,25 @@ def test_a_hook_may_not_change_the_models_structure(tmp_path):
         train.fit(config.train, run.build_model(config, dataset), dataset, epoch_start=[grow])
 
 
+def test_a_hook_evaluating_the_model_changes_neither_its_statistics_nor_its_mode(tmp_path):
+    def evaluate(model, epoch, batch):
+        model.eval()
+        model(batch["image"])  # eval mode: the running statistics are read, not updated
+
+    config = _config(tmp_path / "plain", epochs=1)
+    dataset = run.build_dataset(config)
+    plain = run.build_model(config, dataset)
+    train.fit(config.train, plain, dataset)
+    hooked = run.build_model(config, dataset)
+    config = _config(tmp_path / "hooked", epochs=1)
+    train.fit(config.train, hooked, dataset, epoch_start=[evaluate], epoch_end=[evaluate])
+    for a, b in zip(
+        jax.tree.leaves(nnx.state(plain)), jax.tree.leaves(nnx.state(hooked)), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert all(not getattr(m, "use_running_average", False) for _, m in nnx.iter_modules(hooked))
+
+
 def test_train_model_copies_do_not_write_into_the_state():
     config = Config()
     dataset = run.build_dataset(config)

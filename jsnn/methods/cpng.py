@@ -36,6 +36,7 @@ from jax.scipy.special import ndtr
 
 from jsnn._checks import concrete, positive_float
 from jsnn._fields import option
+from jsnn.dtypes import cast_parameters, compute_dtype
 from jsnn.layers import LIF
 from jsnn.methods.base import Hook, Method
 from jsnn.surrogate import kind
@@ -93,9 +94,13 @@ def _check_beta(beta) -> None:
 def chi(u_pre: jax.Array, v_th, beta, surrogate: str = "triangular") -> jax.Array:
     """Eq. 6 for one layer: the mass of the normal distribution fitted to its pre-spike
     membrane potentials ``u_pre`` (mean and standard deviation over all of them: batch, time
-    steps, neurons) inside the effective domain ``v_th +- half_width(beta, surrogate)``."""
+    steps, neurons) inside the effective domain ``v_th +- half_width(beta, surrogate)``, in the
+    compute dtype of ``u_pre`` (:mod:`jsnn.dtypes`: ``v_th`` and ``beta`` are cast to it)."""
     _check_beta(beta)
     u_pre = jnp.asarray(u_pre)
+    dtype = compute_dtype(u_pre.dtype)
+    u_pre = u_pre.astype(dtype)
+    v_th, beta = cast_parameters((v_th, beta), dtype)
     std = jnp.std(u_pre)
     spread = concrete(std)
     if spread is not None and not spread > 0:

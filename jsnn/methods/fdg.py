@@ -98,7 +98,8 @@ def finite_difference_gradient(
     of them): the element for weight ``i`` is ``(L(w + eps e_i) - L(w - eps e_i)) / (2 eps)``,
     ``e_i`` the i-th standard basis vector.
 
-    It costs ``2 * (number of weights)`` forward passes, ``chunk_size`` per vmapped call.
+    It costs ``2 * (number of weights)`` forward passes, ``chunk_size`` per vmapped call. The
+    result has the dtype of ``w`` whatever the loss's (:mod:`jsnn.dtypes`).
     """
     flat, unravel = ravel_pytree(w)
 
@@ -114,7 +115,7 @@ def finite_difference_gradient(
         chunk_size=chunk_size,
         mesh=mesh,
     )
-    return unravel(differences)
+    return unravel(differences.astype(flat.dtype))  # a gradient has its weights' dtype
 
 
 def random_directions(key: jax.Array, size: int, count: int) -> jax.Array:

@@ -53,10 +53,12 @@ class TrainState:
         return nnx.merge(self.graphdef, self.params, self.rest, copy=True)
 
     def with_model(self, model: nnx.Module) -> TrainState:
-        """This state with the parameters and the rest of ``model`` (e.g. after a method's hook
-        changed it); ValueError if the model's structure differs."""
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        if graphdef != self.graphdef:
+        """This state with the values of ``model`` (e.g. after a method's hook changed them);
+        ValueError if its variables differ from this state's. The state keeps its own graph
+        and so its modes: a hook that put the model in eval mode (``model.eval()``) to
+        evaluate it leaves the run in training mode."""
+        _, params, rest = nnx.split(model, nnx.Param, ...)
+        if jax.tree.structure((params, rest)) != jax.tree.structure((self.params, self.rest)):
             raise ValueError(
                 "the model's structure changed (a hook may set values, not add or remove "
                 "variables or modules)"
