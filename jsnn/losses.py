@@ -95,8 +95,14 @@ def as_sequence(outputs: jax.Array) -> jax.Array:
 
 def batch_loss(model: Callable, batch: dict, loss: LossFn) -> tuple[jax.Array, jax.Array]:
     """``loss`` of ``model``'s outputs on ``batch`` (``image``, ``label``), and the outputs as
-    ``[B, T, classes]``, with the model in whatever mode it is in."""
-    outputs = as_sequence(model(batch["image"]))
+    ``[B, T, classes]``, with the model in whatever mode it is in. A model whose
+    ``takes_labels`` is true is called with the labels too (``model(images, labels)``: a
+    training forward pass that uses them, such as a supervisory spike); evaluation never
+    passes them."""
+    if getattr(model, "takes_labels", False):
+        outputs = as_sequence(model(batch["image"], batch["label"]))
+    else:
+        outputs = as_sequence(model(batch["image"]))
     return loss(outputs, batch["label"]), outputs
 
 

@@ -37,10 +37,13 @@ def build_dataset(config: Config) -> data.Dataset:
     return data.get(section.name, data_dir=section.data_dir, **options)
 
 
-def build_model(config: Config, dataset: data.Dataset) -> models.Classifier:
+def build_model(config: Config, dataset: data.Dataset) -> nnx.Module:
     """The model ``config.model.name`` shaped for ``dataset``, with the configured neurons
     (as the method changes them), norm, rematerialisation and compute dtype (or, with
-    ``model.spiking`` false, its ANN twin)."""
+    ``model.spiking`` false, its ANN twin); or the method's own model, if it builds one."""
+    own = config.method.model(config, dataset)
+    if own is not None:
+        return own
     section = config.model
     kwargs = {
         "num_classes": dataset.num_classes,

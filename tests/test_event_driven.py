@@ -302,3 +302,73 @@ def test_a_conv_pool_dense_count_network_trains_under_jit_with_traced_labels():
 def test_bad_arguments_name_the_argument(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
         call()
+
+
+def test_weight_standardisation_centres_and_scales_each_output_channel():
+    kernel = jax.random.normal(jax.random.key(0), (3, 3, 4, 5)) * 2 + 1
+    gain, offset = jnp.arange(1.0, 6.0), jnp.full(5, 0.5)
+    w = np.asarray(ed.standardize(kernel, gain, offset)).reshape(-1, 5)
+    np.testing.assert_allclose(w.mean(0), 0.5, atol=1e-5)
+    np.testing.assert_allclose(w.std(0, ddof=1), np.arange(1.0, 6.0), rtol=1e-3)
+
+
+def _net(architecture="4C3p1-P2-12", **options):
+    from flax import nnx
+
+    neurons = {**TAUS, "v_th": 1.0, **options}
+    return ed.EventDrivenNet(
+        architecture,
+        input_shape=(8, 8, 1),
+        num_classes=3,
+        steps=6,
+        neurons=neurons,
+        rngs=nnx.Rngs(0),
+    )
+
+
+def test_the_initialisation_finds_each_layers_target_rate():
+    net = _net()
+    images = jax.random.uniform(jax.random.key(1), (16, 8, 8, 1))
+    scales = ed.initialize_scales(net, images, avg_spike_init=1.0)
+    assert len(scales) == 3 and all(0.05 <= s <= 500 for s in scales)
+    # The first layer's spikes over the last third of the window, per neuron, meet the target
+    # 1.2 * 1.0 * (6 - 4) / 6 = 0.4 to within the search's last step.
+    spikes = net.layers[0](net.encode(images), net.neurons)
+    rate = float(jnp.mean(jnp.sum(spikes[:, 4:], axis=1)))
+    assert 0.25 < rate < 0.6
+    out = net(images, jnp.array([0, 1, 2] * 5 + [0]))
+    assert out.shape == (16, 6, 3) and set(np.unique(out)) <= {0.0, 1.0}
+
+
+def test_the_trainer_hands_labels_to_a_model_that_takes_them():
+    from jsnn import losses
+
+    net = _net()
+    seen = []
+
+    class Spy:
+        takes_labels = True
+
+        def __call__(self, images, labels):
+            seen.append(labels)
+            return net(images, labels)
+
+    batch = {"image": jnp.ones((2, 8, 8, 1)), "label": jnp.array([2, 0])}
+    losses.batch_loss(Spy(), batch, losses.get("mean_ce"))
+    np.testing.assert_array_equal(seen[0], [2, 0])
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: _net("4C3p1-P3-12"), "does not pool by 3"),
+        (lambda: _net("4C3-x-12"), "is not nCk"),
+        (lambda: _net("12-4C3"), "conv after a dense"),
+        (lambda: ed.EventDriven(tau_m=2.0, tau_s=2.0), "tau_m and tau_s must differ"),
+        (lambda: ed.EventDriven(supervise="first"), "supervise"),
+        (lambda: ed.EventDriven(input_grad_scale=0.0), "input_grad_scale"),
+    ],
+)
+def test_bad_networks_and_options_name_the_field(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

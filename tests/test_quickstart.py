@@ -4,6 +4,7 @@ import numpy as np
 
 from experiments import quickstart
 from jsnn import train
+from jsnn.config import Config
 from jsnn.data import load_digits
 
 
@@ -65,3 +66,17 @@ def test_quickstart_with_cpng_reaches_98_percent_and_traces_chi_and_beta(tmp_pat
             assert record[f"chi_min/{layer}"] <= controls[0][f"chi/{layer}"] + 1e-6
             assert record[f"chi_min/{layer}"] >= 0.2 and record[f"beta/{layer}"] > 0
     assert (workdir / "chi.png").exists() and (workdir / "beta.png").exists()
+
+
+def test_quickstart_with_event_driven_gradients_reaches_97_percent(tmp_path, capsys):
+    # The spike-time gradients of Zhu et al. on the digits: the method's own network and
+    # count loss, its weight-scale initialisation, 15 epochs (about 40 s on two CPU cores).
+    workdir = tmp_path / "event_driven"
+    flags = ["--workdir", str(workdir), "--progress", "false", "--method", "event_driven"]
+    metrics = quickstart.main(flags)
+    assert metrics["accuracy"] >= 0.97
+    out = capsys.readouterr().out
+    assert "event-driven initialisation: weight scales" in out
+    config = Config.from_json((workdir / "config.json").read_text())
+    assert config.method.name == "event_driven" and config.model.time_steps == 5
+    assert (config.train.optimizer, config.train.grad_clip) == ("adamw", 1.0)

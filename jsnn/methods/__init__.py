@@ -4,9 +4,8 @@
 - ``surrogate``: plain surrogate-gradient training (the default);
 - ``dspike``: Dspike's finite-difference temperature search (Li et al., NeurIPS 2021);
 - ``cpng``: the chi-controlled surrogate width (CPNG, ICLR 2023 submission);
-- :mod:`jsnn.methods.fdg`: the pure finite-difference numerics Dspike's search is built on;
-- :mod:`jsnn.methods.event_driven`: spike-time gradients (Zhu et al., NeurIPS 2022), as
-  functions for now.
+- ``event_driven``: spike-time gradients (Zhu et al., NeurIPS 2022) with a network of its own;
+- :mod:`jsnn.methods.fdg`: the pure finite-difference numerics Dspike's search is built on.
 
 A method outside this package is named by its module's dotted path (``mypackage.mymethod``),
 which must define ``METHOD`` the same way.

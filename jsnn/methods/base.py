@@ -51,6 +51,11 @@ class Method:
         """The neuron factory the model is built with, given the one ``config.model`` makes."""
         return neuron
 
+    def model(self, config: Any, dataset: Any) -> nnx.Module | None:
+        """A model of the method's own, shaped for ``dataset`` (its ``input_shape``,
+        ``num_classes``); None: the zoo's ``config.model.name``."""
+        return None
+
     def loss(self, config: Any) -> LossFn | None:
         """The training loss of the outputs ``[B, T, classes]``; None: ``config.train.loss``."""
         return None
