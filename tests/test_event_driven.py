@@ -372,3 +372,61 @@ def test_the_trainer_hands_labels_to_a_model_that_takes_them():
 def test_bad_networks_and_options_name_the_field(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_the_digits_recipe_is_the_quickstarts_event_driven_run():
+    # test_quickstart.py trains this config to >= 97%.
+    from jsnn import recipes
+    from jsnn.config import Config
+
+    recipe = recipes.EVENT_DRIVEN["event_driven_digits"]
+    assert recipe.override({"train.workdir": "runs/quickstart"}) == Config().override(
+        {"method.name": "event_driven"}
+    )
+
+
+def test_the_experiment_trains_mnist_on_mock_data(tmp_path, capsys):
+    import tensorflow_datasets as tfds
+
+    from experiments import event_driven
+
+    flags = ["--dataset", "mnist", "--train.epochs", "1", "--train.batch-size", "4"]
+    flags += ["--train.progress", "false", "--train.tensorboard", "false"]
+    with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
+        metrics = event_driven.main([*flags, "--train.workdir", str(tmp_path)])
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    out = capsys.readouterr().out
+    assert "event-driven initialisation" in out and "final test accuracy" in out
+    from jsnn.config import Config
+
+    config = Config.from_json((tmp_path / "config.json").read_text())
+    assert config.method.architecture == "15C5-P2-40C5-P2-300" and config.train.lr == 5e-4
+
+
+@pytest.mark.parametrize(
+    ("recipe", "shape", "layers"),
+    [
+        ("event_driven_mnist", (28, 28, 1), 4),
+        ("event_driven_fashion_mnist", (28, 28, 1), 4),
+        ("event_driven_nmnist", (34, 34, 2), 3),
+        ("event_driven_cifar10", (32, 32, 3), 11),
+    ],
+)
+def test_the_papers_networks_build_for_their_data(recipe, shape, layers):
+    from flax import nnx
+
+    from jsnn import recipes
+
+    method = recipes.EVENT_DRIVEN[recipe].method
+    net = ed.EventDrivenNet(
+        method.architecture,
+        input_shape=shape,
+        num_classes=10,
+        steps=2,
+        neurons=method.neuron_options(),
+        rngs=nnx.Rngs(0),
+        learn_scale=method.learn_scale,
+    )
+    assert len([stage for stage in net.stages() if stage[0] != "pool"]) == layers
+    fixed = not method.learn_scale
+    assert isinstance(net.output.gain, ed.ScaleConstant) == fixed

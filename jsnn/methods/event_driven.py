@@ -47,6 +47,7 @@ __all__ = [
     "EventDrivenNet",
     "SRMLayer",
     "SRMTrace",
+    "ScaleConstant",
     "adjusted_avg_pool",
     "conv",
     "count_loss",
@@ -499,16 +500,29 @@ def standardize(kernel: jax.Array, gain: jax.Array, offset: jax.Array) -> jax.Ar
     return (kernel - mean) / jnp.sqrt(var + 1e-5) * gain + offset
 
 
+class ScaleConstant(nnx.Variable):
+    """A standardisation gain or offset kept fixed in training (the authors' ``norm_grad``
+    0 of their CIFAR configs): state, not an optimizer parameter."""
+
+
 class SRMLayer(nnx.Module):
     """A synapse (dense or conv) and SRM neurons with spike-time gradients
     (:func:`srm_layer`), its weights standardised per output channel (:func:`standardize`,
-    learnt ``gain`` and ``offset``)."""
+    with a ``gain`` and an ``offset`` learnt, or with ``learn_scale=False`` fixed)."""
 
-    def __init__(self, kernel_shape: tuple[int, ...], synapse: Callable, *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        kernel_shape: tuple[int, ...],
+        synapse: Callable,
+        *,
+        rngs: nnx.Rngs,
+        learn_scale: bool = True,
+    ):
         fan_in = int(np.prod(kernel_shape[:-1]))
         self.kernel = nnx.Param(jax.random.normal(rngs.params(), kernel_shape) / math.sqrt(fan_in))
-        self.gain = nnx.Param(jnp.ones(kernel_shape[-1]))
-        self.offset = nnx.Param(jnp.zeros(kernel_shape[-1]))
+        scale = nnx.Param if learn_scale else ScaleConstant
+        self.gain = scale(jnp.ones(kernel_shape[-1]))
+        self.offset = scale(jnp.zeros(kernel_shape[-1]))
         self.synapse = synapse
 
     def weight(self) -> jax.Array:
@@ -547,10 +561,10 @@ class EventDrivenNet(nnx.Module):
     """A network of :class:`SRMLayer` and adjusted average pooling from the paper's notation
     (Table 2: ``"15C5-P2-40C5-P2-300"`` is conv 15x5x5, pool 2, conv 40x5x5, pool 2, dense 300),
     with a dense output layer of ``num_classes`` neurons. Images ``[B, H, W, C]`` are
-    direct-encoded (repeated over ``steps``, the authors' encoding); ``[B, T, ...]`` inputs are
-    taken as they are. The output is the output layer's spikes ``[B, T, classes]``, with the
-    supervisory spike when ``labels`` are given (the trainer passes them in training:
-    ``takes_labels``)."""
+    direct-encoded (repeated over ``steps``, the authors' encoding); ``[B, T, ...]`` inputs
+    (event frames; ``input_shape`` then ``(T, H, W, C)``) are taken as they are. The output is
+    the output layer's spikes ``[B, T, classes]``, with the supervisory spike when ``labels``
+    are given (the trainer passes them in training: ``takes_labels``)."""
 
     takes_labels = True
     spiking = True
@@ -564,12 +578,13 @@ class EventDrivenNet(nnx.Module):
         steps: int,
         neurons: dict,
         rngs: nnx.Rngs,
+        learn_scale: bool = True,
     ):
         self.steps = steps
         self.num_classes = num_classes
         self.neurons = dict(neurons)
         self.plan = _parse(architecture)
-        height, width, channels = input_shape
+        height, width, channels = input_shape[-3:]
         layers = []
         flat = None
         for kind, size, kernel, padding in self.plan:
@@ -585,15 +600,21 @@ class EventDrivenNet(nnx.Module):
                 if flat is not None:
                     raise ValueError(f"architecture {architecture!r}: a conv after a dense layer")
                 shape = (kernel, kernel, channels, size)
-                layers.append(SRMLayer(shape, conv(padding=padding), rngs=rngs))
+                synapse = conv(padding=padding)
+                layers.append(SRMLayer(shape, synapse, rngs=rngs, learn_scale=learn_scale))
                 height, width = height + 2 * padding - kernel + 1, width + 2 * padding - kernel + 1
                 channels = size
             else:
                 flat = flat or height * width * channels
-                layers.append(SRMLayer((flat, size), dense, rngs=rngs))
+                layers.append(SRMLayer((flat, size), dense, rngs=rngs, learn_scale=learn_scale))
                 flat = size
         self.layers = nnx.List(layers)
-        self.output = SRMLayer((flat or height * width * channels, num_classes), dense, rngs=rngs)
+        self.output = SRMLayer(
+            (flat or height * width * channels, num_classes),
+            dense,
+            rngs=rngs,
+            learn_scale=learn_scale,
+        )
 
     def encode(self, x: jax.Array) -> jax.Array:
         """Images ``[B, H, W, C]`` repeated over the steps; sequences as they are."""
@@ -700,6 +721,9 @@ class EventDriven(Method):
     input_grad_scale: float = option(1.0, "damping of input gradients (the authors' code: 0.85)")
     supervise: str = option("end", f"supervisory spike: {SUPERVISE}")
     avg_spike_init: float = option(0.5, "target spikes per neuron of the initialisation")
+    learn_scale: bool = option(
+        True, "learn the standardisation's gain and offset (the code's CIFAR configs: no)"
+    )
 
     def __post_init__(self):
         _check_taus(self.tau_m, self.tau_s, self.tau_grad)
@@ -733,6 +757,7 @@ class EventDriven(Method):
             steps=config.model.time_steps,
             neurons=self.neuron_options(),
             rngs=nnx.Rngs(config.train.seed),
+            learn_scale=self.learn_scale,
         )
         batch = dataset.train(batch_size=config.train.batch_size, seed=config.train.seed)[0]
         scales = initialize_scales(net, batch["image"], avg_spike_init=self.avg_spike_init)
