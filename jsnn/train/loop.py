@@ -266,18 +266,14 @@ def _train(
     signals: SignalCatcher,
     model: nnx.Module,
 ) -> dict[str, float]:
-    config, mesh, tx, checkpointer, writer = (
-        run.config,
-        run.mesh,
-        run.tx,
-        run.checkpointer,
-        run.writer,
-    )
-    steps_per_epoch = run.steps_per_epoch
+    config, mesh, steps_per_epoch = run.config, run.mesh, run.steps_per_epoch
+    checkpointer, writer = run.checkpointer, run.writer
     workdir = pathlib.Path(config.workdir)
     lead = jax.process_index() == 0
     single = jax.process_count() == 1
-    step_fn = make_train_step(tx, loss, platform=mesh.devices.flat[0].platform, gradient=gradient)
+    step_fn = make_train_step(
+        run.tx, loss, platform=mesh.devices.flat[0].platform, gradient=gradient
+    )
     eval_fn = jax.jit(functools.partial(eval_step, loss=loss))
     shard = {"process_index": jax.process_index(), "process_count": jax.process_count()}
     train_data = dataset.train(batch_size=config.batch_size, seed=config.seed, **shard)
@@ -296,15 +292,16 @@ def _train(
         except NonFiniteState as error:
             raise TrainingDiverged(f"{error}; stopping. {_last_good(checkpointer)}") from None
 
-    def stop(state, step):
+    def stop(state, step) -> Stopped:
         save(state, {"epoch": step // steps_per_epoch})
-        name = signal.Signals(signals.received or signal.SIGTERM).name
+        received = signals.received
+        name = "a signal to another process" if received is None else signal.Signals(received).name
         if lead:
             print(
                 f"stopped by {name} at step {step}: checkpoint saved in {workdir}; run the "
                 "same command to resume"
             )
-        return Stopped(128 + (signals.received or signal.SIGTERM))
+        return Stopped(128 + (signal.SIGTERM if received is None else received))
 
     for epoch in range(int(state.step) // steps_per_epoch, config.epochs):
         first, last = epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch

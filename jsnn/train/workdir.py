@@ -31,9 +31,11 @@ __all__ = [
 ]
 
 # The trainer fields a resumed run may change: they say how long to train, how often to log
-# and save, and where, not what is trained. Any other change (the model, T, the neurons, the
-# seed, the learning rate, the batch size, the method's options ...) would continue a run
-# under a config its checkpoints were not trained with, so it is refused.
+# and save, and where, not what is trained. More epochs extend the run (a cosine schedule then
+# follows the new length from the resume on); fewer than already trained are refused. Any
+# other change (the model, T, the neurons, the seed, the learning rate, the batch size, the
+# method's options ...) would continue a run under a config its checkpoints were not trained
+# with, so it is refused.
 RESUMABLE = (
     "epochs",
     "progress",
