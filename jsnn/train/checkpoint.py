@@ -99,7 +99,8 @@ class Checkpointer:
         # Orbax reports a full disk from its writer threads, each with its own trace; a save
         # that cannot fit is refused before it starts, in one line.
         needed = sum(leaf.nbytes for leaf in jax.tree.leaves(state.checkpoint_items())) + 2**16
-        free = shutil.disk_usage(self.directory).free
+        where = self.directory if self.directory.exists() else self.directory.parent
+        free = shutil.disk_usage(where).free
         if not _all_processes(free >= needed):
             raise DiskFull(
                 f"checkpoint {step} needs about {needed / 1e6:.1f} MB and "

@@ -43,6 +43,8 @@ class MetricWriter:
             shutil.rmtree(self._board_dir, ignore_errors=True)
             for record in kept:
                 self._to_board(record)
+            if self._board is not None:
+                self._board.flush()
 
     def write(self, kind: str, step: int, scalars: dict[str, float]) -> None:
         if not self.enabled:
@@ -51,6 +53,8 @@ class MetricWriter:
         with self.path.open("a") as file:
             file.write(json.dumps(record) + "\n")
         self._to_board(record)
+        if self._board is not None:
+            self._board.flush()
 
     def _to_board(self, record: dict) -> None:
         if not self._tensorboard:
@@ -63,7 +67,6 @@ class MetricWriter:
         for name, value in record.items():
             if name not in ("kind", "step"):
                 self._board.add_scalar(f"{kind}/{name}", value, step)
-        self._board.flush()
 
     def close(self) -> None:
         if self._board is not None:
