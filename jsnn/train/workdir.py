@@ -13,6 +13,7 @@ import signal
 import socket
 import threading
 import time
+from typing import IO
 
 import jax
 import numpy as np
@@ -101,10 +102,11 @@ def _agreed(value: bool) -> bool:
     return bool(multihost_utils.broadcast_one_to_all(np.asarray(value)))
 
 
-def lock(workdir: pathlib.Path):
+def lock(workdir: pathlib.Path) -> IO[str] | None:
     """Takes the workdir's lock for this run (process 0 holds it; the others follow its
-    verdict) and returns the open lock file, which holds it until closed or the process
-    ends (a killed run leaves no stale lock). WorkdirBusy if another run holds it."""
+    verdict) and returns the open lock file (None on the other processes), which holds it
+    until closed or the process ends (a killed run leaves no stale lock). WorkdirBusy if
+    another run holds it."""
     handle, holder = None, ""
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
