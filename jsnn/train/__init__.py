@@ -19,13 +19,18 @@ from jsnn.train.step import (
     train_step,
     value_and_grad,
 )
+from jsnn.train.workdir import ConfigChanged, DiskFull, Stopped, WorkdirBusy
 
 __all__ = [
+    "ConfigChanged",
+    "DiskFull",
     "Gradient",
     "Hook",
+    "Stopped",
     "TrainConfig",
     "TrainState",
     "TrainingDiverged",
+    "WorkdirBusy",
     "compiler_options",
     "data_mesh",
     "eval_step",

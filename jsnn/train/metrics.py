@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 from collections.abc import Callable
 
 __all__ = ["MetricWriter", "plot_curves", "plot_scalars", "read_metrics", "save_figure"]
@@ -11,30 +12,39 @@ __all__ = ["MetricWriter", "plot_curves", "plot_scalars", "read_metrics", "save_
 
 class MetricWriter:
     """Appends ``{"step": ..., "kind": "train" | "eval", ...}`` records to ``metrics.jsonl`` and
-    the same scalars to TensorBoard under ``workdir/tensorboard``. Only one process writes."""
+    the same scalars to TensorBoard under ``workdir/tensorboard``. Only one process writes.
+
+    ``metrics.jsonl`` is the record of the run: on resume the TensorBoard logs are rebuilt from
+    it, so both hold exactly one point per step, kind and name.
+    """
 
     def __init__(self, workdir: str | pathlib.Path, *, enabled: bool, tensorboard: bool):
         self.path = pathlib.Path(workdir) / "metrics.jsonl"
         self.enabled = enabled
+        self._board_dir = pathlib.Path(workdir) / "tensorboard"
+        self._tensorboard = tensorboard
         self._board = None
-        if enabled and tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self._board = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
 
     def drop_after(self, step: int) -> None:
-        """On resume: forget the records the run will write again: those past the restored
-        step, and the epoch-start records at it (a state saved at an epoch's end comes
-        before the next epoch's start hooks)."""
-        if not (self.enabled and self.path.exists()):
+        """On resume (``step`` 0 for a fresh start): forget the records the run will write
+        again: those past the restored step, and the epoch-start records at it (a state saved
+        at an epoch's end comes before the next epoch's start hooks). A torn last line (a run
+        killed mid-write) is dropped too."""
+        if not self.enabled:
             return
-        records = [json.loads(line) for line in self.path.read_text().splitlines()]
+        records = read_metrics(self.path) if self.path.exists() else []
         kept = [
-            json.dumps(record)
+            record
             for record in records
             if record["step"] < step or (record["step"] == step and record["kind"] != "epoch_start")
         ]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        self.path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        if self._tensorboard:
+            shutil.rmtree(self._board_dir, ignore_errors=True)
+            for record in kept:
+                self._to_board(record)
+            if self._board is not None:
+                self._board.flush()
 
     def write(self, kind: str, step: int, scalars: dict[str, float]) -> None:
         if not self.enabled:
@@ -42,10 +52,21 @@ class MetricWriter:
         record = {"step": step, "kind": kind, **scalars}
         with self.path.open("a") as file:
             file.write(json.dumps(record) + "\n")
+        self._to_board(record)
         if self._board is not None:
-            for name, value in scalars.items():
-                self._board.add_scalar(f"{kind}/{name}", value, step)
             self._board.flush()
+
+    def _to_board(self, record: dict) -> None:
+        if not self._tensorboard:
+            return
+        if self._board is None:
+            from tensorboardX import SummaryWriter
+
+            self._board = SummaryWriter(str(self._board_dir))
+        kind, step = record["kind"], record["step"]
+        for name, value in record.items():
+            if name not in ("kind", "step"):
+                self._board.add_scalar(f"{kind}/{name}", value, step)
 
     def close(self) -> None:
         if self._board is not None:
@@ -53,8 +74,18 @@ class MetricWriter:
 
 
 def read_metrics(path: str | pathlib.Path) -> list[dict]:
-    """The records of a ``metrics.jsonl`` file."""
-    return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines()]
+    """The records of a ``metrics.jsonl`` file, without a torn last line (a run killed while
+    writing it); ValueError naming the line if any other line is not JSON."""
+    lines = pathlib.Path(path).read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path} line {number} is not a JSON record ({error})") from None
+    return records
 
 
 def save_figure(figure, workdir: str | pathlib.Path, name: str) -> pathlib.Path:
