@@ -364,8 +364,8 @@ def _record(layer: LIF) -> ChiRecord:
     return record
 
 
-def _layer_series(workdir: pathlib.Path, prefix: str) -> tuple[list[int], dict[str, list[float]]]:
-    """The epochs of CPNG's records and each layer's values of ``prefix/<layer>`` at them."""
+def _records(workdir: pathlib.Path) -> list[dict]:
+    """The hook's records of the run in ``workdir``, one per epoch."""
     from jsnn.train.metrics import read_metrics
 
     records = [
@@ -375,9 +375,12 @@ def _layer_series(workdir: pathlib.Path, prefix: str) -> tuple[list[int], dict[s
     ]
     if not records:
         raise ValueError(f"{workdir} has no CPNG records (epoch_end with cpng_seconds)")
-    layers = [key.partition("/")[2] for key in records[-1] if key.startswith(prefix + "/")]
-    series = {layer: [record[f"{prefix}/{layer}"] for record in records] for layer in layers}
-    return [record["epoch"] for record in records], series
+    return records
+
+
+def _by_layer(record: dict, prefix: str) -> dict[str, float]:
+    """``{layer: value}`` of the ``prefix/<layer>`` entries of one record."""
+    return {key.partition("/")[2]: v for key, v in record.items() if key.startswith(prefix + "/")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -433,21 +436,23 @@ class CPNG(Method):
 
         from jsnn.train.metrics import save_figure
 
-        epochs, chis = _layer_series(workdir, "chi")
+        records = _records(workdir)
+        epochs = [record["epoch"] for record in records]
+        chis = [_by_layer(record, "chi") for record in records]
         figure = Figure(figsize=(7, 4))
         axis = figure.subplots()
-        for layer, values in chis.items():
-            axis.plot(epochs, values, label=layer)
+        for layer in chis[-1]:
+            axis.plot(epochs, [chi[layer] for chi in chis], label=layer)
         axis.set_xlabel("epoch")
         axis.set_ylabel("chi: share of membrane potentials with a gradient", fontsize="small")
-        if len(chis) <= 20:
+        if len(chis[-1]) <= 20:
             axis.legend(fontsize="x-small")
         paths = [save_figure(figure, workdir, "chi.png")]
 
-        _, betas = _layer_series(workdir, "beta")
+        betas = _by_layer(records[-1], "beta")
         figure = Figure(figsize=(max(5, 0.4 * len(betas)), 6))
         axis = figure.subplots()
-        axis.bar(range(len(betas)), [values[-1] for values in betas.values()])
+        axis.bar(range(len(betas)), list(betas.values()))
         axis.set_xticks(range(len(betas)), list(betas), rotation=90, fontsize="x-small")
         axis.set_ylabel("final beta")
         paths.append(save_figure(figure, workdir, "beta.png"))

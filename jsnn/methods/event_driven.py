@@ -294,20 +294,24 @@ def _currents(x, w, synapse):
 
 
 def _check_labels(labels, x, w, synapse) -> jax.Array:
-    labels = jnp.asarray(labels)
-    if not jnp.issubdtype(labels.dtype, jnp.integer) or labels.shape != (x.shape[0],):
-        raise ValueError(
-            f"labels must be integer class indices of shape ({x.shape[0]},), got "
-            f"{labels.dtype} {labels.shape}"
-        )
     out = jax.eval_shape(lambda x, w: _currents(x, w, synapse), x, w).shape
     if len(out) != 3:
         raise ValueError(f"labels supervise an output layer [B, T, N]; this layer gives {out}")
-    values = concrete(labels)
-    if values is not None and values.size and not (values.min() >= 0 and values.max() < out[2]):
+    return _class_indices(labels, out[0], out[2])
+
+
+def _class_indices(labels, batch: int, classes: int) -> jax.Array:
+    """``labels`` as integer class indices of shape ``[batch]``, in range when concrete."""
+    labels = jnp.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.integer) or labels.shape != (batch,):
         raise ValueError(
-            f"labels must lie in [0, {out[2]}) (the layer's neurons), got values in "
-            f"[{values.min()}, {values.max()}]"
+            f"labels must be integer class indices of shape ({batch},), got "
+            f"{labels.dtype} {labels.shape}"
+        )
+    values = concrete(labels)
+    if values is not None and values.size and not (values.min() >= 0 and values.max() < classes):
+        raise ValueError(
+            f"labels must lie in [0, {classes}), got values in [{values.min()}, {values.max()}]"
         )
     return labels
 
@@ -469,15 +473,8 @@ def count_loss(
     for name, value in (("desired_count", desired_count), ("undesired_count", undesired_count)):
         if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    labels = jnp.asarray(labels)
     batch, steps, classes = spikes.shape
-    if not jnp.issubdtype(labels.dtype, jnp.integer) or labels.shape != (batch,):
-        raise ValueError(
-            f"labels must be integer class indices of shape ({batch},), got {labels.shape}"
-        )
-    values = concrete(labels)
-    if values is not None and values.size and not (values.min() >= 0 and values.max() < classes):
-        raise ValueError(f"labels must lie in [0, {classes}), got [{values.min()}, {values.max()}]")
+    labels = _class_indices(labels, batch, classes)
     is_label = jax.nn.one_hot(labels, classes, dtype=bool)
     target = jnp.where(is_label, desired_count, undesired_count).astype(spikes.dtype)
     delta = (spikes.sum(1) - target) / steps
@@ -642,9 +639,12 @@ def _apply(kind, size, layer, x, neurons, labels=None):
     """One stage of :class:`EventDrivenNet`: pooling, or a layer (flattening before a dense)."""
     if kind == "pool":
         return adjusted_avg_pool(x, size)
-    if kind == "dense" and x.ndim > 3:
-        x = x.reshape(*x.shape[:2], -1)
-    return layer(x, neurons, labels)
+    return layer(_layer_input(kind, x), neurons, labels)
+
+
+def _layer_input(kind: str, x: jax.Array) -> jax.Array:
+    """``x`` flattened to ``[B, T, features]`` before a dense layer."""
+    return x.reshape(*x.shape[:2], -1) if kind == "dense" and x.ndim > 3 else x
 
 
 def initialize_scales(
@@ -665,8 +665,7 @@ def initialize_scales(
         if kind == "pool":
             x = _apply(kind, size, layer, x, model.neurons)
             continue
-        if kind == "dense" and x.ndim > 3:
-            x = x.reshape(*x.shape[:2], -1)
+        x = _layer_input(kind, x)
         base = layer.gain[...]
         forward = jax.jit(functools.partial(srm_layer, synapse=layer.synapse, **model.neurons))
         low, high = 0.05, 500.0
@@ -677,7 +676,7 @@ def initialize_scales(
             rate = float(jnp.mean(jnp.sum(spikes[:, start:], axis=1)))
             low, high = (low, middle) if rate > target else (middle, high)
         scales.append(middle)
-        x = forward(x, layer.weight().astype(x.dtype))
+        x = spikes  # the output at the last scale tried, the one the layer keeps
     return scales
 
 
